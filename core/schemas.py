@@ -1,0 +1,161 @@
+"""Data schemas and their readers. Every problem is reported as `path:line: problem — fix`.
+
+Readers return (records, errors): a bad line is reported and the rest of the file goes on.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.errors import DataError, HousechatError
+
+
+@dataclass(frozen=True)
+class RoutingExample:
+    question: str
+    category: str
+    line: int = 0
+    boundary: bool = False
+
+
+@dataclass(frozen=True)
+class QAItem:
+    question: str
+    category: str
+    gold_note_ids: tuple[str, ...]
+    keywords: tuple[str, ...]
+    answerable: bool
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class Note:
+    """One house note: front matter fields plus the markdown body."""
+
+    id: str
+    category: str
+    title: str
+    body: str
+    path: str
+    date: str = ""
+    tags: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+    body_line: int = 1  # line number where the body starts, for chunk-level messages
+
+
+def _jsonl_records(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[DataError]]:
+    records, errors = [], []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise HousechatError(f"{path}: file not found — check the path") from None
+    except UnicodeDecodeError as exc:
+        raise HousechatError(f"{path}: not UTF-8 text ({exc.reason}) — save it as UTF-8") from None
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            errors.append(DataError(str(path), n, f"invalid JSON ({exc.msg})", "write one JSON object per line"))
+            continue
+        if not isinstance(obj, dict):
+            errors.append(DataError(str(path), n, "line is not a JSON object", 'write {"question": ..., ...}'))
+            continue
+        records.append((n, obj))
+    return records, errors
+
+
+def _csv_records(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[DataError]]:
+    """CSV with a header row `text,category` (the BANKING77 layout); `text` maps to `question`."""
+    try:
+        handle = path.open(encoding="utf-8", newline="")
+    except FileNotFoundError:
+        raise HousechatError(f"{path}: file not found — check the path") from None
+    with handle:
+        reader = csv.DictReader(handle)
+        header = reader.fieldnames or []
+        if "text" not in header or "category" not in header:
+            raise HousechatError(f"{path}:1: CSV header is {header} — it needs the columns text,category")
+        records = []
+        for row in reader:
+            records.append(
+                (reader.line_num, {"question": row.get("text") or "", "category": row.get("category") or ""})
+            )
+    return records, []
+
+
+def read_routing_examples(path: Path, known: set[str] | None = None) -> tuple[list[RoutingExample], list[DataError]]:
+    """Routing examples from JSONL (`question`, `category`) or CSV (`text,category`).
+
+    With `known`, a label outside that set is reported (not crashed on) and the example dropped.
+    """
+    path = Path(path)
+    records, errors = _csv_records(path) if path.suffix.lower() == ".csv" else _jsonl_records(path)
+    examples = []
+    for n, obj in records:
+        question, category = obj.get("question"), obj.get("category")
+        if not isinstance(question, str) or not question.strip():
+            errors.append(DataError(str(path), n, "missing or empty 'question'", "add the question text"))
+            continue
+        if not isinstance(category, str) or not category.strip():
+            errors.append(DataError(str(path), n, "missing or empty 'category'", "add the category id"))
+            continue
+        if known is not None and category not in known:
+            errors.append(DataError(str(path), n, f"unknown category {category!r}", _hint(category, known)))
+            continue
+        examples.append(RoutingExample(question.strip(), category, n, bool(obj.get("boundary", False))))
+    return examples, errors
+
+
+def read_qa(path: Path, known: set[str] | None = None) -> tuple[list[QAItem], list[DataError]]:
+    """The answer-eval set (JSONL `question, category, gold_note_ids, keywords, answerable`)."""
+    path = Path(path)
+    records, errors = _jsonl_records(path)
+    items = []
+    for n, obj in records:
+        problem = None
+        if not isinstance(obj.get("question"), str) or not obj["question"].strip():
+            problem = ("missing or empty 'question'", "add the question text")
+        elif known is not None and obj.get("category") not in known:
+            problem = (f"unknown category {obj.get('category')!r}", _hint(str(obj.get("category")), known))
+        elif not isinstance(obj.get("answerable"), bool):
+            problem = ("'answerable' must be true or false", 'add "answerable": true|false')
+        elif not all(isinstance(x, str) for x in obj.get("gold_note_ids", [])):
+            problem = ("'gold_note_ids' must be a list of note ids", 'write ["note-id", ...]')
+        elif obj["answerable"] and not obj.get("gold_note_ids"):
+            problem = ("answerable question without gold_note_ids", "list the notes that answer it")
+        if problem:
+            errors.append(DataError(str(path), n, *problem))
+            continue
+        items.append(
+            QAItem(
+                obj["question"].strip(),
+                str(obj.get("category")),
+                tuple(obj.get("gold_note_ids", [])),
+                tuple(str(k) for k in obj.get("keywords", [])),
+                obj["answerable"],
+                n,
+            )
+        )
+    return items, errors
+
+
+def _hint(wrong: str, known: set[str]) -> str:
+    import difflib
+
+    near = difflib.get_close_matches(wrong, sorted(known), n=1, cutoff=0.5)
+    return (f"did you mean {near[0]!r}? " if near else "") + f"valid: {', '.join(sorted(known))}"
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Write rows atomically (temp file + rename): a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    tmp.replace(path)

@@ -1,0 +1,1 @@
+"""Evaluation: routing accuracy and answer quality, router off vs on."""

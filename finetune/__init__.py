@@ -1,0 +1,1 @@
+"""Fine-tuning the router: recipes, dataset building, training engines, export."""

@@ -1,0 +1,139 @@
+"""`python -m finetune`: build/check the routing data, train a recipe, export a run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from core.categories import load_categories
+from core.errors import HousechatError
+from core.settings import from_env
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m finetune",
+        description="Fine-tune the router. `python -m finetune RECIPE.yaml` is short for `train RECIPE.yaml`.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="check the routing splits (counts per category and split, data hash)")
+    data.add_argument("--build", action="store_true", help="first rebuild the splits from data/routing/pool/")
+    data.add_argument("--json", action="store_true", help="print the counts as JSON on stdout")
+    data.add_argument("--data-dir", type=Path, default=None, help="routing data folder (default data/routing)")
+
+    train = sub.add_parser("train", help="train a recipe (YAML): LoRA fine-tune of the router")
+    train.add_argument("recipe", help="recipe file, or a name from finetune/recipes/ (e.g. smollm2-135m-codes)")
+    train.add_argument(
+        "--dry-run", action="store_true", help="print the resolved config, data stats, steps; write nothing"
+    )
+    train.add_argument("--train-file", help="external training data: JSONL question,category or CSV text,category")
+    train.add_argument("--val-file", help="external validation data (same formats)")
+    train.add_argument("--output-dir", help="where the run goes (default runs/<recipe name>)")
+    train.add_argument("--install", action="store_true", help="copy the best adapter to the router model dir")
+
+    emb = sub.add_parser(
+        "embedding", help="fit the embedding router (MiniLM + logistic regression) on train, tune on val"
+    )
+    emb.add_argument("--output-dir", type=Path, default=None, help="default: the embedding router dir")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0].endswith((".yaml", ".yml")):
+        argv.insert(0, "train")  # `python -m finetune RECIPE.yaml` is `train RECIPE.yaml`
+    args = make_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except HousechatError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def run_data(args: argparse.Namespace) -> int:
+    from finetune.data import build_splits, check_splits, format_report
+
+    settings = from_env()
+    assert settings.categories_file is not None
+    labels = load_categories(settings.categories_file)
+    data_dir = args.data_dir or settings.home / "data" / "routing"
+    if args.build:
+        built = build_splits(data_dir / "pool", data_dir, labels)
+        for error in built.errors:
+            print(error, file=sys.stderr)
+    qa_files = sorted((settings.home / "data" / "eval").glob("*.jsonl"))
+    report = check_splits(data_dir, labels, qa_files)
+    for error in report.errors:
+        print(error, file=sys.stderr)
+    if args.json:
+        counts = {s: dict(c) for s, c in report.counts.items()}
+        print(json.dumps({"counts": counts, "boundary": report.boundary, "data_hash": report.data_hash}))
+    else:
+        print(format_report(report, labels))
+    if report.errors:
+        print(f"{len(report.errors)} problem(s) — fix them and run again", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from finetune.recipe import load_recipe
+    from finetune.train import load_training_data, plan
+
+    settings = from_env()
+    recipe = load_recipe(
+        Path(args.recipe), train_file=args.train_file, val_file=args.val_file, output_dir=args.output_dir
+    )
+    if args.dry_run:
+        data = load_training_data(recipe, settings)
+        print(json.dumps({"recipe": dataclasses.asdict(recipe), "plan": plan(recipe, data)}, indent=2))
+        return 0
+    from finetune.train import train
+
+    meta = train(recipe, settings)
+    out = recipe.out_dir(settings.home) / "adapter"
+    print(
+        f"best val accuracy {meta['metrics']['val_accuracy']:.3f} at step {meta['metrics']['best_step']}; adapter in {out}"
+    )
+    if args.install:
+        import shutil
+
+        target = Path(str(settings.router_model_dir))
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(out, target)
+        print(f"installed as the router model in {target}")
+    return 0
+
+
+def run_embedding(args: argparse.Namespace) -> int:
+    from core.schemas import read_routing_examples
+    from router.embedding import fit
+
+    settings = from_env()
+    labels = load_categories(Path(str(settings.categories_file)))
+    routing = settings.home / "data" / "routing"
+    known = set(labels.ids)
+    train, errors = read_routing_examples(routing / "train.jsonl", known)
+    val, val_errors = read_routing_examples(routing / "val.jsonl", known)
+    if errors or val_errors:
+        raise HousechatError("\n".join(str(e) for e in errors + val_errors))
+    import hashlib
+
+    data_hash = hashlib.sha256(
+        (routing / "train.jsonl").read_bytes() + (routing / "val.jsonl").read_bytes()
+    ).hexdigest()[:16]
+    out = args.output_dir or Path(str(settings.embedding_router_dir))
+    meta = fit(train, val, labels, out, data_hash)
+    print(
+        f"embedding router: val accuracy {meta['metrics']['val_accuracy']:.3f}, thresholds {meta['thresholds']}; saved to {out}"
+    )
+    return 0
+
+
+COMMANDS = {"data": run_data, "train": run_train, "embedding": run_embedding}

@@ -1,0 +1,151 @@
+"""Routing data: build the stratified 70/15/15 split from the hand-written pools, and check it.
+
+Pools live in `data/routing/pool/<category>.jsonl`. Near-duplicates (same normalised text, or
+MiniLM cosine >= 0.95) are grouped and a group always lands in one split, so no question has a
+near-twin on the other side of the train/test line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core.categories import LabelSet
+from core.errors import DataError
+from core.schemas import RoutingExample, read_qa, read_routing_examples, write_jsonl
+
+SPLITS = ("train", "val", "test")
+FRACTIONS = {"train": 0.70, "val": 0.15, "test": 0.15}
+SEED = 13
+NEAR_DUPLICATE_COSINE = 0.95
+
+
+def normalise(text: str) -> str:
+    """Lowercase, punctuation dropped, whitespace folded: what counts as 'the same question'."""
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
+@dataclass
+class DataReport:
+    counts: dict[str, Counter[str]] = field(default_factory=dict)  # split -> category -> n
+    boundary: int = 0
+    errors: list[DataError] = field(default_factory=list)
+    data_hash: str = ""
+
+    @property
+    def total(self) -> int:
+        return sum(sum(c.values()) for c in self.counts.values())
+
+
+def near_duplicate_groups(questions: list[str], threshold: float = NEAR_DUPLICATE_COSINE) -> list[int]:
+    """A group id per question: same normalised text or cosine >= threshold (transitively)."""
+    from core.models import embed
+
+    parent = list(range(len(questions)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first_by_text: dict[str, int] = {}
+    for i, q in enumerate(questions):
+        j = first_by_text.setdefault(normalise(q), i)
+        parent[find(i)] = find(j)
+    if len(questions) > 1:
+        vectors = embed(questions)
+        sims = vectors @ vectors.T
+        for i, j in zip(*((sims >= threshold).nonzero()), strict=True):
+            if i < j:
+                parent[find(int(i))] = find(int(j))
+    return [find(i) for i in range(len(questions))]
+
+
+def build_splits(pool_dir: Path, out_dir: Path, labels: LabelSet, seed: int = SEED) -> DataReport:
+    """Read every pool file, group near-duplicates, split each category 70/15/15 by group."""
+    examples: list[RoutingExample] = []
+    report = DataReport()
+    for path in sorted(Path(pool_dir).glob("*.jsonl")):
+        found, errors = read_routing_examples(path, known=set(labels.ids))
+        examples += found
+        report.errors += errors
+    groups = near_duplicate_groups([e.question for e in examples])
+    by_category: dict[str, dict[int, list[RoutingExample]]] = defaultdict(lambda: defaultdict(list))
+    for example, group in zip(examples, groups, strict=True):
+        by_category[example.category][group].append(example)
+    rng = random.Random(seed)
+    rows: dict[str, list[dict[str, object]]] = {s: [] for s in SPLITS}
+    for category in labels.ids:
+        category_groups = list(by_category[category].values())
+        rng.shuffle(category_groups)
+        n = sum(len(g) for g in category_groups)
+        placed = Counter[str]()
+        for group in category_groups:
+            # The split furthest below its target share takes the whole group.
+            split = max(SPLITS, key=lambda s: FRACTIONS[s] * n - placed[s])
+            placed[split] += len(group)
+            rows[split] += [{"question": e.question, "category": e.category, "boundary": e.boundary} for e in group]
+    for split in SPLITS:
+        rng.shuffle(rows[split])
+        write_jsonl(Path(out_dir) / f"{split}.jsonl", rows[split])
+    return report
+
+
+def check_splits(split_dir: Path, labels: LabelSet, qa_files: list[Path]) -> DataReport:
+    """Validate the splits: labels, counts, cross-split (near-)duplicates, QA questions kept out."""
+    report = DataReport()
+    per_split: dict[str, list[RoutingExample]] = {}
+    digest = hashlib.sha256()
+    for split in SPLITS:
+        path = Path(split_dir) / f"{split}.jsonl"
+        examples, errors = read_routing_examples(path, known=set(labels.ids))
+        per_split[split] = examples
+        report.errors += errors
+        report.counts[split] = Counter(e.category for e in examples)
+        report.boundary += sum(e.boundary for e in examples)
+        digest.update(path.read_bytes())
+    report.data_hash = digest.hexdigest()[:16]
+
+    flat = [(s, e) for s in SPLITS for e in per_split[s]]
+    groups = near_duplicate_groups([e.question for _, e in flat])
+    first_seen: dict[int, tuple[str, RoutingExample]] = {}
+    for (split, example), group in zip(flat, groups, strict=True):
+        other = first_seen.setdefault(group, (split, example))
+        if other[0] != split:
+            report.errors.append(
+                DataError(
+                    str(Path(split_dir) / f"{split}.jsonl"),
+                    example.line,
+                    f"near-duplicate of {other[0]}.jsonl:{other[1].line} ({other[1].question!r})",
+                    "reword one of them or keep both in the same split",
+                )
+            )
+    routing_texts = {normalise(e.question) for _, e in flat}
+    for qa_path in qa_files:
+        items, errors = read_qa(qa_path, known=set(labels.ids))
+        report.errors += errors
+        for item in items:
+            if normalise(item.question) in routing_texts:
+                report.errors.append(
+                    DataError(str(qa_path), item.line, "QA question also appears in the routing splits", "reword it")
+                )
+    return report
+
+
+def format_report(report: DataReport, labels: LabelSet) -> str:
+    """The per-category, per-split table the README shows."""
+    header = f"{'category':<15}" + "".join(f"{s:>7}" for s in SPLITS) + f"{'total':>7}"
+    lines = [header, "-" * len(header)]
+    for category in labels.ids:
+        counts = [report.counts.get(s, Counter())[category] for s in SPLITS]
+        lines.append(f"{category:<15}" + "".join(f"{c:>7}" for c in counts) + f"{sum(counts):>7}")
+    totals = [sum(report.counts.get(s, Counter()).values()) for s in SPLITS]
+    lines.append(f"{'TOTAL':<15}" + "".join(f"{c:>7}" for c in totals) + f"{sum(totals):>7}")
+    share = report.boundary / report.total if report.total else 0.0
+    lines.append(f"boundary cases: {report.boundary} ({share:.0%}); data hash {report.data_hash}")
+    return "\n".join(lines)

@@ -1,0 +1,115 @@
+"""TRL SFTTrainer + PEFT LoRA: the engine that runs on this CPU (and on a GPU).
+
+Prompt–completion examples, so the loss is on the label tokens only. A callback scores the
+validation split with the shared `LabelScorer`, saves the best adapter, and stops early.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from finetune.recipe import Recipe
+
+ValFn = Callable[[Any], tuple[float, Any]]  # model -> (val accuracy, val probabilities)
+
+
+def lora_config(recipe: Recipe) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=recipe.lora_r,
+        lora_alpha=recipe.lora_alpha,
+        lora_dropout=recipe.lora_dropout,
+        target_modules=recipe.target_modules,
+        task_type="CAUSAL_LM",
+    )
+
+
+def train(
+    recipe: Recipe,
+    model: Any,
+    tokenizer: Any,
+    rows: list[dict[str, str]],
+    validate: ValFn,
+    out_dir: Path,
+    use_peft: bool = True,
+) -> dict[str, Any]:
+    """Train; the best model by val accuracy is saved to `out_dir/adapter`. Returns the history."""
+    import torch
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    cuda = torch.cuda.is_available()
+    steps_per_epoch = math.ceil(len(rows) / (recipe.batch_size * recipe.grad_accum))
+    total_steps = recipe.max_steps if recipe.max_steps > 0 else math.ceil(steps_per_epoch * recipe.epochs)
+    eval_every = max(1, min(total_steps, steps_per_epoch // max(recipe.evals_per_epoch, 1)))
+    history: dict[str, Any] = {"evals": [], "best_val_accuracy": -1.0, "best_step": 0, "best_probs": None}
+    adapter_dir = out_dir / "adapter"
+
+    class ValidateAndKeepBest(TrainerCallback):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.bad_evals = 0
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            if state.global_step % eval_every and state.global_step < state.max_steps:
+                return control
+            trained = kwargs["model"]
+            trained.eval()
+            accuracy, probs = validate(trained)
+            trained.train()
+            loss = next((h["loss"] for h in reversed(state.log_history) if "loss" in h), None)
+            history["evals"].append({"step": state.global_step, "val_accuracy": accuracy, "loss": loss})
+            print(f"step {state.global_step}/{state.max_steps}: val accuracy {accuracy:.3f}", flush=True)
+            if accuracy > history["best_val_accuracy"]:
+                history.update(best_val_accuracy=accuracy, best_step=state.global_step, best_probs=probs)
+                trained.save_pretrained(adapter_dir)
+                self.bad_evals = 0
+            else:
+                self.bad_evals += 1
+                if recipe.early_stopping_patience and self.bad_evals >= recipe.early_stopping_patience:
+                    print("early stopping: val accuracy stopped improving", flush=True)
+                    control.should_training_stop = True
+            return control
+
+    config = SFTConfig(
+        output_dir=str(out_dir / "checkpoints"),
+        num_train_epochs=recipe.epochs,
+        max_steps=recipe.max_steps,
+        per_device_train_batch_size=recipe.batch_size,
+        gradient_accumulation_steps=recipe.grad_accum,
+        learning_rate=recipe.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=max(1, int(recipe.warmup_ratio * total_steps)),
+        weight_decay=recipe.weight_decay,
+        logging_steps=max(1, min(10, total_steps // 20)),
+        save_strategy="no",
+        eval_strategy="no",
+        report_to=[],
+        seed=recipe.seed,
+        use_cpu=not cuda,
+        bf16=bool(cuda and torch.cuda.is_bf16_supported()),  # SFTConfig's bf16 default is wrong on CPU
+        fp16=False,
+        completion_only_loss=True,
+        max_length=256,
+        dataloader_num_workers=0,
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=config,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=lora_config(recipe) if use_peft else None,
+        callbacks=[ValidateAndKeepBest()],
+    )
+    start = time.perf_counter()
+    trainer.train()
+    history["train_seconds"] = round(time.perf_counter() - start, 1)
+    history["log"] = trainer.state.log_history
+    history["steps"] = trainer.state.global_step
+    history["total_steps_planned"] = total_steps
+    return history

@@ -1,0 +1,93 @@
+"""A training recipe: YAML → `Recipe` dataclass. Unknown keys are errors that name the key."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.errors import HousechatError
+
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    base_model: str  # embedded:smollm2-135m | tiny:qwen3 | a hub id such as Qwen/Qwen3-0.6B | a folder
+    label_format: str = "codes"  # codes | names
+    engine: str = "auto"  # auto | trl | unsloth
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: str | list[str] = "all-linear"  # PEFT's default would be q,v only
+    full_finetune: bool = False  # train every weight instead of a LoRA adapter
+    epochs: float = 3.0
+    max_steps: int = -1  # > 0 caps the number of optimizer steps (smoke runs)
+    learning_rate: float = 1e-3
+    batch_size: int = 16
+    grad_accum: int = 1
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.0
+    seed: int = 13
+    early_stopping_patience: int = 2  # evaluations without val-accuracy gain before stopping
+    evals_per_epoch: int = 1
+    max_train_examples: int = 0  # > 0 uses a seeded subset (smoke runs)
+    max_val_examples: int = 0
+    load_in_4bit: bool = False  # QLoRA (unsloth engine on CUDA only)
+    train_file: str | None = None
+    val_file: str | None = None
+    test_file: str | None = None
+    output_dir: str | None = None  # default runs/<name>
+    notes: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def out_dir(self, home: Path) -> Path:
+        return Path(self.output_dir) if self.output_dir else home / "runs" / self.name
+
+
+def load_recipe(path: Path, **overrides: Any) -> Recipe:
+    """Read a recipe YAML; `overrides` (e.g. from CLI flags) win over the file."""
+    import yaml
+
+    path = Path(path)
+    if not path.exists() and (RECIPES_DIR / path.name).exists():
+        path = RECIPES_DIR / path.name
+    if not path.exists() and (RECIPES_DIR / f"{path.name}.yaml").exists():
+        path = RECIPES_DIR / f"{path.name}.yaml"
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        known = ", ".join(sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")))
+        raise HousechatError(f"{path}: recipe not found — use a path or one of: {known}") from None
+    except yaml.YAMLError as exc:
+        line = getattr(getattr(exc, "problem_mark", None), "line", -1) + 1
+        raise HousechatError(f"{path}:{line}: invalid YAML — fix the syntax") from None
+    if not isinstance(raw, dict):
+        raise HousechatError(f"{path}:1: a recipe is a mapping of keys to values")
+    raw.setdefault("name", path.stem)
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    known_keys = {f.name for f in dataclasses.fields(Recipe)}
+    for key in raw:
+        if key not in known_keys:
+            import difflib
+
+            near = difflib.get_close_matches(key, sorted(known_keys), n=1)
+            hint = f"did you mean {near[0]!r}?" if near else f"valid keys: {', '.join(sorted(known_keys))}"
+            raise HousechatError(f"{path}:{_line_of(path, key)}: unknown recipe key {key!r} — {hint}")
+    if "base_model" not in raw:
+        raise HousechatError(f"{path}:1: recipe has no base_model — add e.g. `base_model: embedded:smollm2-135m`")
+    recipe = Recipe(**raw)
+    if recipe.label_format not in ("codes", "names"):
+        raise HousechatError(f"{path}:{_line_of(path, 'label_format')}: label_format must be codes or names")
+    if recipe.engine not in ("auto", "trl", "unsloth"):
+        raise HousechatError(f"{path}:{_line_of(path, 'engine')}: engine must be auto, trl or unsloth")
+    return recipe
+
+
+def _line_of(path: Path, key: str) -> int:
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.split(":")[0].strip() == key:
+            return n
+    return 1

@@ -1,0 +1,215 @@
+"""`train(recipe)`: data → prompt–completion rows → engine → best adapter + meta.json + curve.
+
+The test split is never read here: validation picks the best checkpoint and tunes the filter
+policy's thresholds; the test split is only for `python -m eval routing`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import random
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from core import prompt
+from core.categories import LabelSet, label_set_from_ids, load_categories
+from core.errors import HousechatError
+from core.models import SMOLLM2, TINY_QWEN3, file_hash, load_causal_lm, resolve_base
+from core.schemas import RoutingExample, read_routing_examples
+from core.settings import Settings
+from finetune.recipe import Recipe
+from router.base import route_from_scores
+from router.meta import label_meta, write_meta
+from router.policy import tune
+
+
+@dataclass
+class TrainingData:
+    labels: LabelSet
+    train: list[RoutingExample]
+    val: list[RoutingExample]
+    data_hash: str
+    source: str
+
+
+def load_training_data(recipe: Recipe, settings: Settings) -> TrainingData:
+    """Train and val examples (never test), the label set, and a hash of the files used."""
+    routing = settings.home / "data" / "routing"
+    train_path = Path(recipe.train_file) if recipe.train_file else routing / "train.jsonl"
+    val_path = Path(recipe.val_file) if recipe.val_file else routing / "val.jsonl"
+    if recipe.train_file:
+        # External intent data: its own label set, codes assigned automatically.
+        train, errors = read_routing_examples(train_path)
+        val, val_errors = read_routing_examples(val_path)
+        labels = label_set_from_ids([e.category for e in train + val], source=str(train_path))
+    else:
+        labels = load_categories(Path(str(settings.categories_file)))
+        train, errors = read_routing_examples(train_path, known=set(labels.ids))
+        val, val_errors = read_routing_examples(val_path, known=set(labels.ids))
+    problems = errors + val_errors
+    if problems:
+        raise HousechatError("\n".join(str(p) for p in problems[:20]) + f"\n{len(problems)} problem(s) in the data")
+    digest = hashlib.sha256(train_path.read_bytes() + val_path.read_bytes()).hexdigest()[:16]
+    rng = random.Random(recipe.seed)
+    if recipe.max_train_examples:
+        train = rng.sample(train, min(recipe.max_train_examples, len(train)))
+    if recipe.max_val_examples:
+        val = rng.sample(val, min(recipe.max_val_examples, len(val)))
+    return TrainingData(labels, train, val, digest, f"{train_path} + {val_path}")
+
+
+def rows_for(
+    examples: list[RoutingExample], tokenizer: Any, labels: LabelSet, label_format: str
+) -> list[dict[str, str]]:
+    """Prompt–completion rows, formatted by the same prompt builder inference uses."""
+    label_of = dict(zip(labels.ids, labels.labels(label_format), strict=True))
+    return [
+        {
+            "prompt": prompt.prompt_text(tokenizer, e.question, labels, label_format),
+            "completion": prompt.completion_text(label_of[e.category], tokenizer),
+        }
+        for e in examples
+    ]
+
+
+def plan(recipe: Recipe, data: TrainingData) -> dict[str, Any]:
+    steps_per_epoch = math.ceil(len(data.train) / (recipe.batch_size * recipe.grad_accum))
+    steps = recipe.max_steps if recipe.max_steps > 0 else math.ceil(steps_per_epoch * recipe.epochs)
+    return {
+        "train_examples": len(data.train),
+        "val_examples": len(data.val),
+        "labels": len(data.labels),
+        "steps_per_epoch": steps_per_epoch,
+        "total_steps": steps,
+        "data_hash": data.data_hash,
+        "data": data.source,
+    }
+
+
+def base_hash(base: str, var_dir: Path) -> str:
+    """A hash of the base weights, so an adapter is never applied to other weights unnoticed."""
+    if base == SMOLLM2:
+        from core.models import smollm2_gguf_path
+
+        return file_hash(smollm2_gguf_path())
+    folder = Path(resolve_base(base, var_dir)) if base == TINY_QWEN3 else Path(base)
+    weights = folder / "model.safetensors"
+    return file_hash(weights) if weights.exists() else f"hub:{base}"
+
+
+def train(recipe: Recipe, settings: Settings) -> dict[str, Any]:
+    """Run a recipe end to end and return the meta.json it wrote."""
+    from finetune.engines import pick
+    from router.llm import LabelScorer
+
+    data = load_training_data(recipe, settings)
+    out_dir = recipe.out_dir(settings.home)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    engine = pick(recipe.engine)
+    val_questions = [e.question for e in data.val]
+    val_gold = [data.labels.ids.index(e.category) for e in data.val]
+
+    def validate(model: Any) -> tuple[float, Any]:
+        scorer = LabelScorer(model, tokenizer, data.labels, recipe.label_format)
+        probs = []
+        for i in range(0, len(val_questions), 32):
+            probs.extend(scorer.probabilities(val_questions[i : i + 32], use_cache=False))
+        hits = sum(int(p.argmax() == g) for p, g in zip(probs, val_gold, strict=True))
+        return hits / max(len(val_gold), 1), probs
+
+    print(f"training {recipe.name} with the {engine} engine: {json.dumps(plan(recipe, data))}", file=sys.stderr)
+    if engine == "unsloth":
+        from finetune.engines import unsloth_engine
+
+        tokenizer_holder: dict[str, Any] = {}
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(recipe.base_model)
+        tokenizer_holder["t"] = tokenizer
+        rows = rows_for(data.train, tokenizer, data.labels, recipe.label_format)
+        history, _, _ = unsloth_engine.train(recipe, rows, validate, out_dir)
+    else:
+        from finetune.engines import trl_engine
+
+        model, tokenizer = load_causal_lm(recipe.base_model, settings.var, cache=False)
+        rows = rows_for(data.train, tokenizer, data.labels, recipe.label_format)
+        history = trl_engine.train(recipe, model, tokenizer, rows, validate, out_dir, use_peft=not recipe.full_finetune)
+    return finish(recipe, settings, data, history, engine, out_dir, tokenizer)
+
+
+def finish(
+    recipe: Recipe,
+    settings: Settings,
+    data: TrainingData,
+    history: dict[str, Any],
+    engine: str,
+    out_dir: Path,
+    tokenizer: Any,
+) -> dict[str, Any]:
+    """Tune the filter thresholds on val, write meta.json, the training log and the curve."""
+    codes = {c.id: c.code for c in data.labels.categories}
+    routes = [
+        route_from_scores(dict(zip(data.labels.ids, map(float, p), strict=True)), codes, "llm", 0.0)
+        for p in history["best_probs"]
+    ]
+    policy, utility = tune(routes, [e.category for e in data.val])
+    adapter_dir = out_dir / "adapter"
+    tokenizer.save_pretrained(adapter_dir)
+    meta = {
+        "kind": "llm",
+        "base_model": recipe.base_model,
+        "base_hash": base_hash(recipe.base_model, settings.var),
+        "label_format": recipe.label_format,
+        "adapter": "full" if recipe.full_finetune else "lora",
+        **label_meta(data.labels),
+        "data_hash": data.data_hash,
+        "thresholds": policy.to_json(),
+        "metrics": {
+            "val_accuracy": round(history["best_val_accuracy"], 4),
+            "val_policy_utility": round(utility, 4),
+            "best_step": history["best_step"],
+            "steps": history["steps"],
+            "train_seconds": history["train_seconds"],
+            "n_train": len(data.train),
+            "n_val": len(data.val),
+        },
+        "engine": engine,
+        "recipe": dataclasses.asdict(recipe),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    write_meta(adapter_dir, meta)
+    log_path = out_dir / "train_log.jsonl"
+    log_path.write_text("".join(json.dumps(h) + "\n" for h in history["log"] + history["evals"]))
+    plot_curve(history, out_dir / "curve.png", recipe.name)
+    return meta
+
+
+def plot_curve(history: dict[str, Any], path: Path, title: str) -> None:
+    """Training loss and validation accuracy against the step, in one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    losses = [(h["step"], h["loss"]) for h in history["log"] if "loss" in h]
+    evals = [(e["step"], e["val_accuracy"]) for e in history["evals"]]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if losses:
+        ax.plot(*zip(*losses, strict=True), color="tab:blue", label="train loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("train loss", color="tab:blue")
+    ax2 = ax.twinx()
+    if evals:
+        ax2.plot(*zip(*evals, strict=True), "o-", color="tab:orange", label="val accuracy")
+    ax2.set_ylabel("val accuracy", color="tab:orange")
+    ax2.set_ylim(0, 1)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,1 @@
+"""Routing: turn a question into a category (with confidence) and a retrieval filter."""

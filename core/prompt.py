@@ -14,7 +14,7 @@ from typing import Any
 
 from core.categories import LabelSet
 
-INSTRUCTION = "Route the household question to its category. Answer with the label only."
+INSTRUCTION = "Route the household question to a category label."
 
 
 def system_text(labels: LabelSet, label_format: str, with_scopes: bool) -> str:

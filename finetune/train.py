@@ -119,7 +119,7 @@ def train(recipe: Recipe, settings: Settings) -> dict[str, Any]:
         scorer = LabelScorer(model, tokenizer, data.labels, recipe.label_format)
         probs = []
         for i in range(0, len(val_questions), 32):
-            probs.extend(scorer.probabilities(val_questions[i : i + 32], use_cache=False))
+            probs.extend(scorer.probabilities(val_questions[i : i + 32]))
         hits = sum(int(p.argmax() == g) for p, g in zip(probs, val_gold, strict=True))
         return hits / max(len(val_gold), 1), probs
 

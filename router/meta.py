@@ -47,3 +47,13 @@ def write_meta(model_dir: Path, meta: dict[str, Any]) -> None:
 
 def label_meta(labels: LabelSet) -> dict[str, Any]:
     return {"categories": labels.to_json(), "categories_hash": labels.fingerprint()}
+
+
+def labels_from_meta(meta: dict[str, Any], source: str) -> LabelSet:
+    """The label set a model was trained on (for external data sets such as BANKING77)."""
+    from core.categories import Category
+
+    cats = tuple(
+        Category(c["id"], c["code"], c.get("name", c["id"]), c.get("name", c["id"])) for c in meta["categories"]
+    )
+    return LabelSet(cats, source=source)

@@ -97,6 +97,7 @@ def train(
         completion_only_loss=True,
         max_length=256,
         dataloader_num_workers=0,
+        gradient_checkpointing=False,  # TRL turns it on by default: recomputation only costs time at this size
     )
     trainer = SFTTrainer(
         model=model,

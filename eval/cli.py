@@ -1,0 +1,123 @@
+"""`python -m eval routing|answers`: measure the router, and answer quality with the router off vs on."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from core.errors import HousechatError
+from core.settings import from_env
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m eval", description="Evaluate routing and answers.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    routing = sub.add_parser("routing", help="routing accuracy, macro-F1, calibration, latency per backend")
+    routing.add_argument("--backends", default="llm,embedding,zero-shot", help="comma-separated backend names")
+    routing.add_argument(
+        "--split", default="test", choices=["train", "val", "test"], help="data/routing split to score"
+    )
+    routing.add_argument(
+        "--test-file", type=Path, help="any labelled file: JSONL question,category or CSV text,category"
+    )
+    routing.add_argument(
+        "--model", type=Path, help="llm router folder (adapter + meta.json); default the installed one"
+    )
+    routing.add_argument("--limit", type=int, default=0, help="score only the first N questions (quick runs)")
+    routing.add_argument("--report", type=Path, default=None, help="report root folder (default reports/)")
+    routing.add_argument("--json", type=Path, dest="json_file", help="also write the summary JSON here")
+    routing.add_argument("--min-accuracy", type=float, help="exit 1 when any backend scores below this (0..1)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    command = "python -m eval " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    try:
+        return COMMANDS[args.command](args, command)
+    except HousechatError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def run_routing(args: argparse.Namespace, command: str) -> int:
+    from core.categories import load_categories
+    from core.schemas import read_routing_examples
+    from eval import report
+    from eval.routing import markdown, run_backend, split_known
+    from router.meta import labels_from_meta, read_meta
+    from router.registry import BACKENDS
+
+    settings = from_env(router_model_dir=args.model)
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    for name in backends:
+        if name not in BACKENDS:
+            raise HousechatError(f"unknown backend {name!r} — choose from {', '.join(BACKENDS)}")
+    if args.test_file and args.model:
+        labels = labels_from_meta(read_meta(args.model), str(args.model))
+    else:
+        labels = load_categories(Path(str(settings.categories_file)))
+    path = args.test_file or settings.home / "data" / "routing" / f"{args.split}.jsonl"
+    examples, errors = read_routing_examples(path)
+    for error in errors:
+        print(error, file=sys.stderr)
+    if errors and not examples:
+        return 1
+    examples, unknown = split_known(examples, labels)
+    if args.limit:
+        examples = examples[: args.limit]
+    results: dict[str, dict[str, Any]] = {}
+    skipped: dict[str, str] = {}
+    misrouted: dict[str, list[dict[str, Any]]] = {}
+    curves = {}
+    folder = report.new_report_dir(args.report or settings.home / "reports", "routing")
+    for name in backends:
+        try:
+            result = run_backend(name, settings, labels, examples)
+        except HousechatError as exc:
+            skipped[name] = str(exc)
+            print(f"{name}: skipped — {exc}", file=sys.stderr)
+            continue
+        results[name] = result.summary(labels)
+        misrouted[name] = result.misrouted()
+        from eval.metrics import confusion, reliability
+
+        correct = [p == g for p, g in zip(result.predicted, result.gold, strict=True)]
+        curves[name] = reliability([r.confidence for r in result.routes], correct)
+        report.plot_confusion(
+            confusion(result.gold, result.predicted, labels.ids),
+            labels.ids,
+            f"{name} on {path.name}",
+            folder / f"confusion-{name}.png",
+        )
+        print(f"{name}: accuracy {results[name]['accuracy']:.3f} on {len(examples)}", file=sys.stderr)
+    report.plot_reliability(curves, folder / "reliability.png")
+    summary = {"dataset": str(path), "n": len(examples), "backends": results}
+    full = {
+        **summary,
+        "skipped": skipped,
+        "unknown_labels": unknown,
+        "misrouted": misrouted,
+        "reliability": curves,
+        "command": command,
+        "invalid_lines": [str(e) for e in errors],
+    }
+    report.write_json(folder / "report.json", full)
+    (folder / "report.md").write_text(markdown(str(path), len(examples), results, skipped, unknown, misrouted, command))
+    if args.json_file:
+        report.write_json(args.json_file, summary)
+    print(f"report: {folder}/report.md", file=sys.stderr)
+    print((folder / "report.md").read_text().split("\n## ")[0])
+    if args.min_accuracy is not None:
+        low = {n: r["accuracy"] for n, r in results.items() if r["accuracy"] < args.min_accuracy}
+        if low or not results:
+            print(f"below --min-accuracy {args.min_accuracy}: {low or 'no backend ran'}", file=sys.stderr)
+            return 1
+    return 0
+
+
+COMMANDS = {"routing": run_routing}

@@ -36,7 +36,7 @@ def per_category(gold: Sequence[str], pred: Sequence[str | None], labels: Sequen
 def macro_f1(gold: Sequence[str], pred: Sequence[str | None], labels: Sequence[str]) -> float:
     """Mean F1 over the labels that occur in `gold` (labels absent from the data are skipped)."""
     scores = []
-    for label, stats in per_category(gold, pred, labels).items():
+    for stats in per_category(gold, pred, labels).values():
         if not stats["n"]:
             continue
         p, r = stats["precision"], stats["recall"]

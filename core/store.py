@@ -1,0 +1,443 @@
+"""The Chroma store of house-note chunks: the only module that imports `chromadb`.
+
+A store is two Chroma collections:
+
+- `<name>`: one record per chunk, id `<note_id>:<hash>:<i>`, with our own MiniLM embedding (never
+  Chroma's default embedding function, which downloads a model) and the metadata `note_id`,
+  `category`, `title`, `date`, `path`, `chunk`, `heading`, `line`, `hash`. The collection's
+  metadata records the embedding model and dimension; opening it with another model is refused.
+- `<name>-notes`: the note registry, one record per note: the content hash of its *live* version,
+  its path, title, category, chunk count and a `dirty` flag.
+
+Chroma has no transactions, so the registry is the commit point. Writing a new version of a note:
+
+1. mark the note dirty in the registry (it still names the old version);
+2. upsert the new version's chunks under new ids (the hash is part of the id);
+3. commit: the registry now names the new hash (one record write, atomic);
+4. delete the chunks of every other version of that note;
+5. clear the dirty flag.
+
+Readers keep only chunks whose hash is the one the registry names, so at any moment a note is
+seen as its old version or its new one, never a mix, and never nothing. A run killed anywhere
+leaves dirty records; `recover()` (run at the start of every ingest) deletes their stale chunks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+from urllib.parse import urlsplit
+
+from core.errors import HousechatError
+from core.models import MINILM, MINILM_DIM
+from core.settings import Settings
+
+REGISTRY_SUFFIX = "-notes"
+LAYOUT_VERSION = 1
+_STALE_RETRIES = 4  # a reader re-queries at most this often while a writer swaps versions
+
+
+class StoreMissing(HousechatError):
+    """The store or its collection does not exist yet (and the caller asked not to create it)."""
+
+
+@dataclass(frozen=True)
+class Embedder:
+    """The embedding model a store is bound to: its id, dimension and `encode(texts) -> (n, dim)`."""
+
+    model: str
+    dim: int
+    encode: Callable[[list[str]], Any]
+
+
+def minilm_embedder() -> Embedder:
+    """The embedded all-MiniLM-L6-v2 (design.md): the default for every store."""
+    from core.models import embed
+
+    return Embedder(MINILM, MINILM_DIM, embed)
+
+
+def indexed_text(title: str, text: str) -> str:
+    """What gets embedded (and BM25-indexed) for a chunk: the note title gives a short section context."""
+    return f"{title}\n\n{text}" if title else text
+
+
+def chunk_id(note_id: str, content_hash: str, index: int) -> str:
+    """A chunk's id. The hash is part of it, so a new version never overwrites the old one in place."""
+    return f"{note_id}:{content_hash}:{index}"
+
+
+def normalize_where(where: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A Chroma `where`: None for no filter (Chroma rejects `{}`), several keys combined with `$and`."""
+    if not where:
+        return None
+    if len(where) == 1:
+        return where
+    return {"$and": [{key: value} for key, value in where.items()]}
+
+
+@dataclass(frozen=True)
+class NoteEntry:
+    """A note as the registry records it. `hash` is the live version ("" while being added or removed)."""
+
+    note_id: str
+    hash: str
+    path: str
+    category: str
+    title: str
+    chunks: int
+    dirty: bool = False
+
+    def to_metadata(self) -> dict[str, Any]:
+        """The registry record's Chroma metadata."""
+        return {
+            "hash": self.hash,
+            "path": self.path,
+            "category": self.category,
+            "title": self.title,
+            "chunks": self.chunks,
+            "dirty": self.dirty,
+        }
+
+    @classmethod
+    def from_metadata(cls, note_id: str, meta: dict[str, Any]) -> NoteEntry:
+        """A registry record read back from Chroma."""
+        return cls(
+            note_id=note_id,
+            hash=str(meta.get("hash", "")),
+            path=str(meta.get("path", "")),
+            category=str(meta.get("category", "")),
+            title=str(meta.get("title", "")),
+            chunks=int(meta.get("chunks", 0)),
+            dirty=bool(meta.get("dirty", False)),
+        )
+
+
+@dataclass(frozen=True)
+class NoteVersion:
+    """One complete version of a note, ready to write: its registry entry and its embedded chunks."""
+
+    entry: NoteEntry
+    documents: list[str]
+    metadatas: list[dict[str, Any]]
+    embeddings: Any  # (len(documents), dim) float array
+
+    @property
+    def ids(self) -> list[str]:
+        """The chunk ids of this version."""
+        return [chunk_id(self.entry.note_id, self.entry.hash, i) for i in range(len(self.documents))]
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A chunk found in the store: `score` is the cosine similarity to the query (1 = same direction)."""
+
+    id: str
+    text: str
+    score: float
+    metadata: dict[str, Any]
+
+    @property
+    def note_id(self) -> str:
+        return str(self.metadata.get("note_id", ""))
+
+    @property
+    def hash(self) -> str:
+        return str(self.metadata.get("hash", ""))
+
+
+class NoteStore:
+    """House-note chunks in Chroma, written one complete note version at a time (see module doc)."""
+
+    def __init__(self, client: Any, name: str, embedder: Embedder, location: str, create: bool = True) -> None:
+        self.name = name
+        self.embedder = embedder
+        self.location = location
+        self._client = client
+        self._max_batch = int(client.get_max_batch_size())
+        self._chunks = self._collection(name, create, self._new_metadata(), {"hnsw": {"space": "cosine"}})
+        self._registry = self._collection(name + REGISTRY_SUFFIX, create, {"housechat_layout": LAYOUT_VERSION}, None)
+        self._check_embedder()
+
+    # -- opening -------------------------------------------------------------------------------
+
+    def _new_metadata(self) -> dict[str, Any]:
+        return {
+            "embedding_model": self.embedder.model,
+            "embedding_dim": self.embedder.dim,
+            "housechat_layout": LAYOUT_VERSION,
+            "generation": 0,
+        }
+
+    def _collection(
+        self, name: str, create: bool, metadata: dict[str, Any], configuration: dict[str, Any] | None
+    ) -> Any:
+        from chromadb.errors import InvalidArgumentError, NotFoundError
+
+        try:
+            if create:
+                return self._client.get_or_create_collection(
+                    name, configuration=configuration, metadata=metadata, embedding_function=None
+                )
+            return self._client.get_collection(name, embedding_function=None)
+        except NotFoundError:
+            raise StoreMissing(
+                f"no collection {self.name!r} in {self.location} — run `python -m ingest` first"
+            ) from None
+        except InvalidArgumentError as exc:
+            raise HousechatError(
+                f"cannot open collection {name!r} in {self.location} ({exc}) — use a name of 3-60 letters, "
+                "digits, '.', '-' or '_' that starts and ends with a letter or digit (--collection NAME)"
+            ) from None
+
+    def _check_embedder(self) -> None:
+        meta = self._chunks.metadata or {}
+        model, dim = meta.get("embedding_model"), meta.get("embedding_dim")
+        if model != self.embedder.model or dim != self.embedder.dim:
+            raise HousechatError(
+                f"collection {self.name!r} in {self.location} was built with embedding model {model!r} "
+                f"({dim} dims), but this run embeds with {self.embedder.model!r} ({self.embedder.dim} dims) — "
+                "ingest into another collection (--collection NAME) or delete this one and ingest again"
+            )
+
+    # -- reading the registry ------------------------------------------------------------------
+
+    def notes(self) -> dict[str, NoteEntry]:
+        """Every registry record, including notes in the middle of a write (`dirty`)."""
+        entries = {}
+        for ids, metas in self._get_all(self._registry, where=None, include=["metadatas"]):
+            for note_id, meta in zip(ids, metas, strict=True):
+                entries[note_id] = NoteEntry.from_metadata(note_id, meta or {})
+        return entries
+
+    def live_notes(self) -> dict[str, NoteEntry]:
+        """The notes a reader sees: those with a committed version."""
+        return {note_id: e for note_id, e in self.notes().items() if e.hash}
+
+    def note_hashes(self) -> dict[str, str]:
+        """note id -> content hash of its live version."""
+        return {note_id: e.hash for note_id, e in self.live_notes().items()}
+
+    def note_ids(self) -> list[str]:
+        """Ids of the live notes, sorted."""
+        return sorted(self.live_notes())
+
+    def counts(self) -> tuple[int, int]:
+        """(notes, chunks) a reader sees."""
+        live = self.live_notes().values()
+        return len(live), sum(e.chunks for e in live)
+
+    def generation(self) -> int:
+        """A number that changes whenever a note version is committed or removed (cache key for readers)."""
+        meta = self._client.get_collection(self.name, embedding_function=None).metadata or {}
+        return int(meta.get("generation", 0))
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def embed(self, texts: list[str]) -> Any:
+        """Embed texts with the store's model: a float array (len(texts), dim)."""
+        return self.embedder.encode(texts)
+
+    def write_notes(self, versions: Sequence[NoteVersion]) -> None:
+        """Write new versions of notes; a reader switches from each old version to its new one at once."""
+        if not versions:
+            return
+        before = self._entries([v.entry.note_id for v in versions])
+        pending = []
+        for v in versions:
+            old = before.get(v.entry.note_id)
+            pending.append(replace(old, dirty=True) if old else replace(v.entry, hash="", chunks=0, dirty=True))
+        self._put_entries(pending)
+        self._upsert_chunks(versions)
+        self._put_entries([replace(v.entry, dirty=True) for v in versions])  # commit point
+        self._bump_generation()
+        self._delete_stale([v.entry for v in versions if v.entry.note_id in before])
+        self._put_entries([replace(v.entry, dirty=False) for v in versions])
+
+    def delete_notes(self, note_ids: Sequence[str]) -> None:
+        """Remove notes: readers stop seeing them first, then their chunks and records go."""
+        entries = list(self._entries(list(note_ids)).values())
+        if not entries:
+            return
+        self._put_entries([replace(e, hash="", chunks=0, dirty=True) for e in entries])  # commit point
+        self._bump_generation()
+        self._delete_stale([replace(e, hash="") for e in entries])
+        for batch in _batches([e.note_id for e in entries], self._max_batch):
+            self._registry.delete(ids=batch)
+
+    def recover(self) -> list[str]:
+        """Finish writes a killed run left behind: drop chunks of uncommitted or replaced versions."""
+        dirty = [e for e in self.notes().values() if e.dirty]
+        if not dirty:
+            return []
+        self._delete_stale(dirty)
+        gone = [e.note_id for e in dirty if not e.hash]
+        for batch in _batches(gone, self._max_batch):
+            self._registry.delete(ids=batch)
+        self._put_entries([replace(e, dirty=False) for e in dirty if e.hash])
+        return sorted(e.note_id for e in dirty)
+
+    def _entries(self, note_ids: list[str]) -> dict[str, NoteEntry]:
+        entries = {}
+        for batch in _batches(note_ids, self._max_batch):
+            got = self._registry.get(ids=batch, include=["metadatas"])
+            for note_id, meta in zip(got["ids"], got["metadatas"], strict=True):
+                entries[note_id] = NoteEntry.from_metadata(note_id, meta or {})
+        return entries
+
+    def _put_entries(self, entries: Sequence[NoteEntry]) -> None:
+        # Chroma wants a vector per record; the registry is never searched, so all get the same one.
+        for batch in _batches(list(entries), self._max_batch):
+            self._registry.upsert(
+                ids=[e.note_id for e in batch],
+                metadatas=[e.to_metadata() for e in batch],
+                embeddings=[[1.0] for _ in batch],
+            )
+
+    def _upsert_chunks(self, versions: Sequence[NoteVersion]) -> None:
+        rows = [
+            (cid, doc, meta, emb)
+            for v in versions
+            for cid, doc, meta, emb in zip(v.ids, v.documents, v.metadatas, v.embeddings, strict=True)
+        ]
+        import numpy as np
+
+        for batch in _batches(rows, self._max_batch):
+            self._chunks.upsert(
+                ids=[r[0] for r in batch],
+                documents=[r[1] for r in batch],
+                metadatas=[r[2] for r in batch],
+                embeddings=np.asarray([r[3] for r in batch], dtype=np.float32),
+            )
+
+    def _delete_stale(self, entries: Sequence[NoteEntry]) -> None:
+        """Delete each note's chunks that are not its live version (all of them when `hash` is "")."""
+        for e in entries:
+            where: dict[str, Any] = {"note_id": e.note_id}
+            if e.hash:
+                where = {"$and": [where, {"hash": {"$ne": e.hash}}]}
+            self._chunks.delete(where=where)
+
+    def _bump_generation(self) -> None:
+        meta = dict(self._client.get_collection(self.name, embedding_function=None).metadata or {})
+        meta["generation"] = int(meta.get("generation", 0)) + 1
+        self._chunks.modify(metadata=meta)  # modify replaces the whole metadata dict
+
+    # -- searching -----------------------------------------------------------------------------
+
+    def search(self, embedding: Sequence[float], k: int, where: dict[str, Any] | None = None) -> list[Hit]:
+        """The k live chunks nearest to `embedding`, best first, optionally filtered by a Chroma `where`."""
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        where = normalize_where(where)
+        query = [float(x) for x in embedding]
+        n, kept = k, []
+        for _ in range(_STALE_RETRIES):
+            got = self._chunks.query(
+                query_embeddings=[query], n_results=n, where=where, include=["documents", "metadatas", "distances"]
+            )
+            hits = [
+                Hit(cid, doc or "", 1.0 - float(dist), meta or {})
+                for cid, doc, meta, dist in zip(
+                    got["ids"][0], got["documents"][0], got["metadatas"][0], got["distances"][0], strict=True
+                )
+            ]
+            kept = self._live(hits)
+            # Dropped hits are chunks of a version being swapped: ask again with room for them.
+            if len(kept) >= k or len(hits) < n:
+                break
+            n += len(hits) - len(kept)
+        return kept[:k]
+
+    def documents(self, where: dict[str, Any] | None = None) -> list[Hit]:
+        """Every live chunk matching `where` (score 0): the corpus for keyword search."""
+        hits: list[Hit] = []
+        for ids, docs, metas in self._get_all(self._chunks, normalize_where(where), ["documents", "metadatas"]):
+            hits.extend(Hit(cid, doc or "", 0.0, meta or {}) for cid, doc, meta in zip(ids, docs, metas, strict=True))
+        return self._live(hits)
+
+    def score_chunks(self, ids: Sequence[str], embedding: Sequence[float]) -> list[Hit]:
+        """The live chunks with these ids, scored by cosine similarity to `embedding` (order kept)."""
+        if not ids:
+            return []
+        got = self._chunks.get(ids=list(ids), include=["documents", "metadatas", "embeddings"])
+        found = {
+            cid: Hit(cid, doc or "", _cosine(emb, embedding), meta or {})
+            for cid, doc, meta, emb in zip(
+                got["ids"], got["documents"], got["metadatas"], got["embeddings"], strict=True
+            )
+        }
+        return self._live([found[i] for i in ids if i in found])
+
+    def _live(self, hits: list[Hit]) -> list[Hit]:
+        """Keep the hits that belong to the version of their note the registry names."""
+        live = {note_id: e.hash for note_id, e in self._entries(sorted({h.note_id for h in hits})).items()}
+        return [h for h in hits if h.hash and live.get(h.note_id) == h.hash]
+
+    def _get_all(self, collection: Any, where: dict[str, Any] | None, include: list[str]) -> Iterator[tuple[Any, ...]]:
+        """Page through `collection.get` (a 100k-chunk store does not come back in one response)."""
+        offset = 0
+        while True:
+            got = collection.get(where=where, include=include, limit=self._max_batch, offset=offset)
+            if not got["ids"]:
+                return
+            yield (got["ids"], *(got[field] for field in include))
+            offset += len(got["ids"])
+
+
+def _batches(items: list[Any], size: int) -> Iterable[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _cosine(a: Sequence[float], b: Sequence[float]) -> float:
+    dot = sum(float(x) * float(y) for x, y in zip(a, b, strict=True))
+    norm = math.sqrt(sum(float(x) ** 2 for x in a)) * math.sqrt(sum(float(y) ** 2 for y in b))
+    return dot / norm if norm else 0.0
+
+
+def _http_client(url: str, chroma_settings: Any) -> Any:
+    import chromadb
+
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise HousechatError(f"bad Chroma URL {url!r} — write it as http://HOST:PORT, e.g. http://127.0.0.1:8000")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 8000)
+    except ValueError:
+        raise HousechatError(f"bad port in Chroma URL {url!r} — write it as http://HOST:PORT") from None
+    try:
+        return chromadb.HttpClient(
+            host=parts.hostname, port=port, ssl=parts.scheme == "https", settings=chroma_settings
+        )
+    except ValueError as exc:  # chromadb raises ValueError when the heartbeat fails
+        raise HousechatError(
+            f"cannot reach the Chroma server at {url} ({exc}) — start it with `chroma run --path DIR --port N`, "
+            "or unset --chroma-url / HOUSECHAT_CHROMA_URL to use the embedded store"
+        ) from None
+
+
+def open_store(settings: Settings, embedder: Embedder | None = None, create: bool = True) -> NoteStore:
+    """The note store `settings` point at: a Chroma server when `chroma_url` is set, else the embedded one.
+
+    With `create=False` a missing store raises `StoreMissing` instead of being created (nothing is written).
+    """
+    from chromadb.config import Settings as ChromaSettings
+
+    embedder = embedder or minilm_embedder()
+    chroma_settings = ChromaSettings(anonymized_telemetry=False)
+    if settings.chroma_url:
+        client = _http_client(settings.chroma_url, chroma_settings)
+        location = settings.chroma_url
+    else:
+        import chromadb
+
+        assert settings.store is not None
+        location = str(settings.store)
+        if not create and not (settings.store / "chroma.sqlite3").exists():
+            raise StoreMissing(f"no store at {location} — run `python -m ingest` first (or pass --store DIR)")
+        settings.store.mkdir(parents=True, exist_ok=True)
+        client = chromadb.PersistentClient(path=location, settings=chroma_settings)
+    return NoteStore(client, settings.collection, embedder, location, create=create)

@@ -1,0 +1,166 @@
+"""`python -m ingest`: put the house notes into the store, re-embedding only what changed.
+
+Exit codes: 0 success, 1 a note or the store had a problem (the message says how to fix it), 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from core.errors import HousechatError
+
+if TYPE_CHECKING:
+    from core.errors import DataError
+    from ingest.pipeline import CheckReport, Progress, Summary
+
+EPILOG = """\
+examples:
+  python -m ingest                       data/notes into the default store (var/store)
+  python -m ingest notes/ --store DIR    another folder, another store
+  python -m ingest --dry-run             say what would change, write nothing
+  python -m ingest --check               validate only: counts per category, errors, no store
+  python -m ingest --json                machine-readable summary on stdout
+
+A note is markdown with YAML front matter (id, category, title; optional date, tags).
+Unchanged notes are not re-embedded; notes whose file is gone are removed.
+"""
+
+
+def make_parser() -> argparse.ArgumentParser:
+    """The argument parser (also used by `--help` tests)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m ingest",
+        description="Ingest house notes into Chroma, incrementally.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "paths", nargs="*", type=Path, metavar="PATH", help="note files or folders (default: data/notes)"
+    )
+    parser.add_argument("--store", metavar="DIR", help="embedded Chroma directory (env HOUSECHAT_STORE)")
+    parser.add_argument(
+        "--chroma-url", metavar="URL", help="a Chroma server, e.g. http://127.0.0.1:8000 (env HOUSECHAT_CHROMA_URL)"
+    )
+    parser.add_argument("--collection", metavar="NAME", help="collection name (default house_notes)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--check", action="store_true", help="validate only and count notes per category; write nothing")
+    mode.add_argument("--dry-run", action="store_true", help="say what would change; write nothing")
+    parser.add_argument("--json", action="store_true", help="print a JSON summary on stdout (logs go to stderr)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command; returns the exit code."""
+    parser = make_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2)
+        return exc.code if isinstance(exc.code, int) else 2
+    try:
+        return _run(args)
+    except HousechatError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    from core.categories import load_categories
+    from core.settings import from_env
+
+    settings = from_env(store=args.store, chroma_url=args.chroma_url, collection=args.collection)
+    assert settings.categories_file is not None and settings.notes_dir is not None
+    labels = load_categories(settings.categories_file)
+    paths = list(args.paths) or [settings.notes_dir]
+    if args.check:
+        from ingest.pipeline import check
+
+        report = check(paths, labels, settings.home)
+        _print_check(report, args.json)
+        return 1 if report.errors else 0
+
+    from core.store import StoreMissing, open_store
+    from ingest.pipeline import sync
+
+    try:
+        store = open_store(settings, create=not args.dry_run)
+    except StoreMissing:
+        if not args.dry_run:
+            raise
+        store = None  # a dry run against a store that does not exist yet: everything would be added
+    with _progress() as progress:
+        summary = sync(paths, store, labels, settings.home, dry_run=args.dry_run, progress=progress)
+    _print_summary(summary, store.location if store else "", args.json)
+    return 1 if summary.errors else 0
+
+
+@contextmanager
+def _progress() -> Iterator[Progress]:
+    """A tqdm bar on a terminal; otherwise one log line per committed group (for CI logs)."""
+    if not sys.stderr.isatty():
+
+        def log(done: int, total: int) -> None:
+            print(f"ingest: {done}/{total} chunks embedded and committed", file=sys.stderr, flush=True)
+
+        yield log
+        return
+    from tqdm import tqdm
+
+    bars: list[tqdm] = []
+
+    def update(done: int, total: int) -> None:
+        if not bars:
+            bars.append(tqdm(total=total, unit="chunk", desc="embedding", file=sys.stderr))
+        bars[0].update(done - bars[0].n)
+
+    try:
+        yield update
+    finally:
+        for bar in bars:
+            bar.close()
+
+
+def _print_errors(errors: list[DataError]) -> None:
+    for error in errors:
+        print(error, file=sys.stderr)
+    if errors:
+        print(
+            f"{len(errors)} problem(s): those notes were skipped and anything already stored for them was kept — "
+            "fix them and run again",
+            file=sys.stderr,
+        )
+
+
+def _print_summary(summary: Summary, location: str, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(summary.to_json(), ensure_ascii=False))
+        return
+    verb = "dry run — would embed" if summary.dry_run else "embedded"
+    print(
+        f"{len(summary.added)} added, {len(summary.updated)} updated, {len(summary.unchanged)} unchanged, "
+        f"{len(summary.deleted)} deleted; {verb} {summary.chunks} chunks"
+    )
+    for label, ids in (("updated", summary.updated), ("deleted (file gone)", summary.deleted)):
+        if ids:
+            print(f"  {label}: {', '.join(ids)}")
+    if summary.recovered:
+        print(f"  finished an interrupted run's writes for: {', '.join(summary.recovered)}")
+    if not summary.dry_run:
+        print(f"store {location}: {summary.store_notes} notes, {summary.store_chunks} chunks")
+    _print_errors(summary.errors)
+
+
+def _print_check(report: CheckReport, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(report.to_json(), ensure_ascii=False))
+        return
+    print(f"{report.notes} valid notes, {report.chunks} chunks, {len(report.errors)} problem(s)")
+    width = max(len(c) for c in report.per_category)
+    for category, count in report.per_category.items():
+        print(f"  {category:<{width}}  {count}")
+    _print_errors(report.errors)

@@ -1,0 +1,290 @@
+"""The Chroma store and retrieval: real Chroma (embedded in tmp_path, and a real server), real MiniLM."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from core.categories import load_categories
+from core.errors import HousechatError
+from core.retrieval import retrieve
+from core.settings import PROJECT_ROOT, Settings, from_env
+from core.store import Embedder, NoteEntry, NoteStore, NoteVersion, StoreMissing, normalize_where, open_store
+from ingest.pipeline import sync
+
+CATEGORIES = PROJECT_ROOT / "data" / "categories.yaml"
+
+
+def make_settings(tmp_path: Path, **changes: Any) -> Settings:
+    return from_env(environ={}, home=tmp_path, store=tmp_path / "store", categories_file=CATEGORIES, **changes)
+
+
+@pytest.fixture(params=["embedded", "server"])
+def store_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    """Settings for an embedded store in tmp_path, or a fresh collection on the shared Chroma server."""
+    if request.param == "server":
+        url = request.getfixturevalue("chroma_server")
+        return make_settings(tmp_path, chroma_url=url, collection=f"t-{uuid.uuid4().hex[:12]}")
+    return make_settings(tmp_path)
+
+
+def version(store: NoteStore, note_id: str, category: str, texts: list[str], content_hash: str) -> NoteVersion:
+    entry = NoteEntry(note_id, content_hash, f"{note_id}.md", category, note_id, len(texts))
+    metadatas = [
+        {"note_id": note_id, "category": category, "title": note_id, "date": "", "path": f"{note_id}.md",
+         "chunk": i, "heading": "", "line": 1, "hash": content_hash}
+        for i in range(len(texts))
+    ]  # fmt: skip
+    return NoteVersion(entry, texts, metadatas, store.embed(texts))
+
+
+def visible(store: NoteStore, note_id: str) -> list[str]:
+    """The chunk texts a reader sees for one note."""
+    return sorted(h.text for h in store.documents({"note_id": note_id}))
+
+
+def physical_chunks(store: NoteStore) -> int:
+    """Chunk records on disk, including stale ones a reader never sees (white-box check)."""
+    return int(store._chunks.count())
+
+
+def test_write_search_count_in_both_modes(store_settings: Settings) -> None:
+    store = open_store(store_settings)
+    store.write_notes(
+        [
+            version(store, "pool-heater-codes", "pool", ["Pool heater error E3 means low water flow.", "Reset the pool heater at the breaker."], "a1"),
+            version(store, "water_heater-flush", "water_heater", ["Flush the water heater tank every October."], "b1"),
+            version(store, "hvac-filter", "hvac", ["Change the furnace air filter every three months."], "c1"),
+        ]
+    )  # fmt: skip
+    assert store.counts() == (3, 4)
+    assert store.note_ids() == ["hvac-filter", "pool-heater-codes", "water_heater-flush"]
+    assert store.note_hashes() == {"pool-heater-codes": "a1", "water_heater-flush": "b1", "hvac-filter": "c1"}
+
+    query = store.embed(["what does error E3 on the pool heater mean"])[0]
+    unfiltered = store.search(query, k=2)
+    assert unfiltered[0].note_id == "pool-heater-codes"
+    assert unfiltered[0].score > unfiltered[1].score
+    assert {h.metadata["category"] for h in store.search(query, k=5, where={"category": "hvac"})} == {"hvac"}
+    both = store.search(query, k=5, where={"category": {"$in": ["hvac", "water_heater"]}})
+    assert {h.note_id for h in both} == {"hvac-filter", "water_heater-flush"}
+    assert set(both[0].metadata) >= {"note_id", "category", "title", "date", "path", "chunk", "hash"}
+
+
+def test_store_reopens_with_its_data(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    store = open_store(settings)
+    store.write_notes([version(store, "roof-leak", "roof", ["The valley leak was fixed in 2026."], "h1")])
+    assert open_store(settings, create=False).counts() == (1, 1)
+
+
+def test_a_reader_sees_the_old_version_until_the_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = open_store(make_settings(tmp_path))
+    old = ["Old text one about the sump pump.", "Old text two about the sump pump."]
+    store.write_notes([version(store, "plumbing-sump", "plumbing", old, "v1")])
+    new = version(store, "plumbing-sump", "plumbing", ["New text one.", "New text two.", "New text three."], "v2")
+
+    # Die after the new chunks are written, before the registry names them (the commit).
+    calls = []
+
+    def put_then_die(entries: list[NoteEntry], original: Callable[..., None] = store._put_entries) -> None:
+        calls.append(entries)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        original(entries)
+
+    monkeypatch.setattr(store, "_put_entries", put_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        store.write_notes([new])
+    monkeypatch.undo()
+    assert physical_chunks(store) == 5  # both versions on disk...
+    assert visible(store, "plumbing-sump") == sorted(old)  # ...and the reader sees exactly the old one
+    assert store.recover() == ["plumbing-sump"]
+    assert physical_chunks(store) == 2 and store.note_hashes() == {"plumbing-sump": "v1"}
+
+
+def test_a_reader_sees_the_new_version_right_after_the_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = open_store(make_settings(tmp_path))
+    store.write_notes([version(store, "plumbing-sump", "plumbing", ["Old one.", "Old two."], "v1")])
+    new_texts = ["New one.", "New two.", "New three."]
+    new = version(store, "plumbing-sump", "plumbing", new_texts, "v2")
+
+    def die(entries: list[NoteEntry]) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store, "_delete_stale", die)  # die after the commit, before old chunks go
+    with pytest.raises(KeyboardInterrupt):
+        store.write_notes([new])
+    monkeypatch.undo()
+    assert visible(store, "plumbing-sump") == sorted(new_texts)
+    query = store.embed(["old"])[0]
+    assert {h.hash for h in store.search(query, k=10)} == {"v2"}  # stale chunks never come back from search
+    assert store.counts() == (1, 3)
+    store.recover()
+    assert physical_chunks(store) == 3 and not any(e.dirty for e in store.notes().values())
+
+
+def test_a_new_note_killed_before_commit_is_invisible_then_cleaned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = open_store(make_settings(tmp_path))
+
+    new = version(store, "car-tyres", "car", ["Winter tyres go on in November."], "t1")
+    upsert = store._upsert_chunks
+
+    def write_then_die(versions: list[NoteVersion]) -> None:
+        upsert(versions)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store, "_upsert_chunks", write_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        store.write_notes([new])
+    monkeypatch.undo()
+    assert physical_chunks(store) == 1 and store.counts() == (0, 0) and visible(store, "car-tyres") == []
+    assert store.recover() == ["car-tyres"]
+    assert physical_chunks(store) == 0 and store.notes() == {}
+
+
+def test_delete_notes_removes_chunks_and_record(tmp_path: Path) -> None:
+    store = open_store(make_settings(tmp_path))
+    store.write_notes(
+        [version(store, "garden-hedge", "garden", ["Trim the hedge in June."], "g1"),
+         version(store, "garden-mower", "garden", ["Mower blade sharpened in May.", "Oil change."], "g2")]
+    )  # fmt: skip
+    store.delete_notes(["garden-mower", "not-there"])
+    assert store.note_ids() == ["garden-hedge"] and physical_chunks(store) == 1
+
+
+def test_writes_are_batched_under_the_client_limit(tmp_path: Path) -> None:
+    store = open_store(make_settings(tmp_path))
+    store._max_batch = 2  # what a small server would report from get_max_batch_size()
+    texts = [f"Gutter cleaning log entry {i}." for i in range(5)]
+    store.write_notes(
+        [
+            version(store, "gutters-log", "gutters", texts, "x1"),
+            version(store, "gutters-guard", "gutters", ["Guards."], "x2"),
+        ]
+    )
+    assert store.counts() == (2, 6) and len(store.documents()) == 6
+    store.delete_notes(["gutters-log", "gutters-guard"])
+    assert store.counts() == (0, 0)
+
+
+def test_another_embedding_model_is_refused(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    open_store(settings)  # built with MiniLM
+    other = Embedder("test:random-8", 8, lambda texts: np.ones((len(texts), 8), dtype=np.float32))
+    with pytest.raises(
+        HousechatError, match=r"was built with embedding model 'embedded:all-minilm-l6-v2'.*--collection"
+    ):
+        open_store(settings, embedder=other)
+    assert open_store(replace(settings, collection="other-model"), embedder=other).counts() == (0, 0)
+
+
+def test_a_missing_store_is_not_created_on_request(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    with pytest.raises(StoreMissing, match="python -m ingest"):
+        open_store(settings, create=False)
+    assert not (tmp_path / "store").exists()
+
+
+def test_a_missing_collection_on_a_server_is_reported(chroma_server: str, tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, chroma_url=chroma_server, collection=f"absent-{uuid.uuid4().hex[:8]}")
+    with pytest.raises(StoreMissing, match="run `python -m ingest` first"):
+        open_store(settings, create=False)
+
+
+def test_an_unreachable_server_says_how_to_fix(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(HousechatError, match=r"cannot reach the Chroma server.*chroma run --path"):
+        open_store(make_settings(tmp_path, chroma_url=f"http://127.0.0.1:{port}"))
+    with pytest.raises(HousechatError, match="bad Chroma URL"):
+        open_store(make_settings(tmp_path, chroma_url="ftp://example"))
+
+
+def test_a_bad_collection_name_says_how_to_fix(tmp_path: Path) -> None:
+    with pytest.raises(HousechatError, match="--collection NAME"):
+        open_store(make_settings(tmp_path, collection="x"))
+
+
+def test_normalize_where() -> None:
+    assert normalize_where(None) is None and normalize_where({}) is None
+    assert normalize_where({"category": "pool"}) == {"category": "pool"}
+    assert normalize_where({"category": "pool", "note_id": "a"}) == {"$and": [{"category": "pool"}, {"note_id": "a"}]}
+
+
+# -- retrieval ---------------------------------------------------------------------------------
+
+NOTES = {
+    "pool-heater-error-codes": ("pool", "## Error codes\n\nE3 on the pool heater display means low water flow: clean the "
+                                "skimmer basket and the pump strainer, then reset the heater. E5 is a tripped high-limit switch."),
+    "pool-pump-schedule": ("pool", "## Schedule\n\nThe pool pump runs 8 hours a day in summer, from 9 am to 5 pm, on low speed."),
+    "water_heater-flush-2024": ("water_heater", "## Visit\n\nThe water heater tank was flushed on 2024-10-12; the first buckets "
+                                "were milky with sediment. Next flush due October 2025."),
+    "hvac-furnace-overview": ("hvac", "## The unit\n\nTidewell TG96-080 gas furnace, serial number TW1408-22913, installed 2014 "
+                              "in the basement utility room."),
+    "garden-mower": ("garden", "## Mower\n\nThe lawn mower blade was sharpened in May and the oil changed."),
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def house_store(tmp_path_factory: pytest.TempPathFactory, write_note: Callable[..., Path]) -> NoteStore:
+    root = tmp_path_factory.mktemp("house")
+    for note_id, (category, body) in NOTES.items():
+        write_note(root / "notes", note_id, category, body, title=note_id)
+    settings = make_settings(root)
+    store = open_store(settings)
+    summary = sync([root / "notes"], store, load_categories(CATEGORIES), root)
+    assert not summary.errors and len(summary.added) == len(NOTES)
+    return store
+
+
+def test_filtered_retrieval_keeps_to_the_category(house_store: NoteStore) -> None:
+    result = retrieve(house_store, "How often does the pool pump run?", k=3, where={"category": "pool"})
+    assert not result.widened and result.where == {"category": "pool"}
+    assert {c.category for c in result.chunks} == {"pool"}
+    top = result.chunks[0]
+    assert top.note_id == "pool-pump-schedule" and top.path.endswith("pool-pump-schedule.md")
+    assert top.title == "pool-pump-schedule" and top.chunk == 0 and 0 < top.score <= 1
+
+
+def test_in_filter_and_no_filter(house_store: NoteStore) -> None:
+    pair = retrieve(
+        house_store, "when was the tank flushed", k=5, where={"category": {"$in": ["water_heater", "hvac"]}}
+    )
+    assert {c.category for c in pair.chunks} <= {"water_heater", "hvac"} and not pair.widened
+    assert pair.chunks[0].note_id == "water_heater-flush-2024"
+    assert retrieve(house_store, "when was the tank flushed", k=2, where={}).where is None
+
+
+def test_a_wrong_filter_is_widened(house_store: NoteStore) -> None:
+    # The router said garden; no garden note is about the pool heater, so the hits are weak.
+    result = retrieve(house_store, "What does error E3 on the pool heater mean?", k=3, where={"category": "garden"})
+    assert result.widened and result.where == {"category": "garden"}
+    assert result.chunks[0].note_id == "pool-heater-error-codes"
+
+
+def test_too_few_hits_are_widened(house_store: NoteStore) -> None:
+    empty = retrieve(house_store, "Is the roof under warranty?", k=3, where={"category": "roof"})
+    assert empty.widened and len(empty.chunks) == 3
+    one = retrieve(house_store, "when was the mower blade sharpened", k=3, where={"category": "garden"}, min_hits=2)
+    assert one.widened  # garden holds a single chunk: fewer than min_hits
+    kept = retrieve(house_store, "when was the mower blade sharpened", k=3, where={"category": "garden"}, min_hits=1)
+    assert not kept.widened and kept.note_ids == ["garden-mower"]
+
+
+def test_hybrid_search_fuses_keyword_hits(house_store: NoteStore) -> None:
+    result = retrieve(house_store, "TW1408-22913", k=3, hybrid=True)
+    assert result.hybrid and result.chunks[0].note_id == "hvac-furnace-overview"
+    assert all(-1 <= c.score <= 1 for c in result.chunks)
+    filtered = retrieve(house_store, "E5 high-limit", k=2, where={"category": "pool"}, hybrid=True, min_score=0)
+    assert {c.category for c in filtered.chunks} == {"pool"} and filtered.chunks[0].note_id == "pool-heater-error-codes"

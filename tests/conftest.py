@@ -9,6 +9,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -70,3 +71,16 @@ def write_note() -> Callable[..., Path]:
         return path
 
     return write
+
+
+@pytest.fixture
+def ollama_fake() -> Iterator[Any]:
+    """A loopback server speaking Ollama's HTTP API (tests/ollama_fake.py) that serves `qwen3:4b-instruct`.
+
+    Point a client at `ollama_fake.url`; set `.models`, `.reply` or `.choose` to shape answers, read
+    `.chats()` for what clients sent, call `.stop()` to take it down.
+    """
+    from ollama_fake import OllamaFake
+
+    with OllamaFake() as fake:
+        yield fake

@@ -1,0 +1,223 @@
+"""One question through the whole app: route → filter policy → retrieve → answer.
+
+`Pipeline.stream` yields the same growing `Answer` after each step, so a UI can show the route
+and the sources at once and the text as it is written; `Pipeline.ask` returns the finished one.
+The route switch is per question (`routing=False` is the A/B "router off" arm), so one pipeline
+serves every user of the UI; it holds no conversation state.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from core.errors import HousechatError
+from core.retrieval import RetrievedChunk, retrieve
+from core.settings import Settings
+
+if TYPE_CHECKING:
+    from app.chain import Answerer, Turn
+    from core.store import NoteStore
+    from router.base import Route
+    from router.registry import LoadedRouter
+
+DEFAULT_K = 5
+SNIPPET_CHARS = 280
+
+
+@dataclass(frozen=True)
+class Source:
+    """A note the answer drew on: its best-scoring chunk stands for it."""
+
+    note_id: str
+    title: str
+    category: str
+    date: str
+    path: str
+    score: float
+    snippet: str
+
+    @classmethod
+    def from_chunk(cls, chunk: RetrievedChunk) -> Source:
+        # A one-paragraph preview: headings dropped (the title says it), whitespace collapsed.
+        text = " ".join(" ".join(line for line in chunk.text.splitlines() if not line.startswith("#")).split())
+        snippet = text if len(text) <= SNIPPET_CHARS else text[: SNIPPET_CHARS - 1].rsplit(" ", 1)[0] + "…"
+        return cls(chunk.note_id, chunk.title, chunk.category, chunk.date, chunk.path, chunk.score, snippet)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "note_id": self.note_id,
+            "category": self.category,
+            "title": self.title,
+            "score": round(self.score, 4),
+            "path": self.path,
+        }
+
+
+@dataclass
+class Answer:
+    """A question's answer so far, its route, sources, who answered, and stage timings in ms."""
+
+    question: str
+    route: Route
+    where: dict[str, Any] | None
+    widened: bool
+    sources: list[Source]
+    answerer: Answerer
+    text: str = ""
+    done: bool = False
+    timings: dict[str, float] = field(default_factory=dict)  # route, retrieve, first_token, answer, total
+
+    def to_json(self) -> dict[str, Any]:
+        """The `app ask --json` document."""
+        return {
+            "answer": self.text,
+            "answerer": f"{self.answerer.name}:{self.answerer.model}",
+            "route": {
+                "category": self.route.category,
+                "confidence": round(self.route.confidence, 4),
+                "backend": self.route.backend,
+                "latency_ms": round(self.route.latency_ms, 2),
+                "filter": self.where,
+                "widened": self.widened,
+            },
+            "sources": [s.to_json() for s in self.sources],
+        }
+
+
+@dataclass(frozen=True)
+class Status:
+    """What the status line shows: who answers, which router, how many notes."""
+
+    answerer: Answerer
+    router: str
+    router_note: str | None
+    notes: int
+    chunks: int
+    store: str
+
+
+def search_query(question: str, history: Sequence[Turn]) -> str:
+    """What is routed and retrieved: the question, after the previous one when there is history.
+
+    A follow-up ("and how much did that cost?") names nothing by itself; with the question before
+    it, the route and the notes stay on the same topic. The answer model sees the whole history.
+    """
+    previous = [text for role, text in history if role == "user" and text.strip()]
+    return f"{previous[-1].strip()}\n{question}" if previous else question
+
+
+class Pipeline:
+    """The app's one shared object: the store, the routers by backend, and the answerer."""
+
+    def __init__(
+        self, settings: Settings, store: NoteStore, answerer: Answerer, router: LoadedRouter, k: int = DEFAULT_K
+    ) -> None:
+        self.settings, self.store, self.answerer, self.k = settings, store, answerer, k
+        self._routers: dict[str, LoadedRouter] = {settings.router_backend: router}
+        self._lock = threading.Lock()  # router backends keep caches; route one question at a time
+
+    @classmethod
+    def load(cls, settings: Settings, max_new_tokens: int | None = None, k: int = DEFAULT_K) -> Pipeline:
+        """Open the store (it must hold notes), load the configured router and the answerer."""
+        from app.chain import DEFAULT_MAX_NEW_TOKENS, load_answerer
+        from core.store import open_store
+        from router.registry import load_router
+
+        store = open_store(settings, create=False)
+        if store.counts()[0] == 0:
+            raise HousechatError(empty_store_message(store.location))
+        answerer = load_answerer(settings, max_new_tokens or DEFAULT_MAX_NEW_TOKENS)
+        loaded = load_router(settings.router_backend, settings)
+        loaded.router.route("warm up")  # loads lazy weights now, so the first badge shows a real latency
+        return cls(settings, store, answerer, loaded, k)
+
+    def router(self, backend: str | None = None) -> LoadedRouter:
+        """The router for `backend` (default: the configured one), loaded once and kept."""
+        from router.registry import load_router
+
+        name = backend or self.settings.router_backend
+        with self._lock:
+            if name not in self._routers:
+                self._routers[name] = load_router(name, self.settings)
+            return self._routers[name]
+
+    def status(self) -> Status:
+        """The status line's facts, counted now (an ingest may have run since start)."""
+        loaded = self.router()
+        notes, chunks = self.store.counts()
+        return Status(
+            self.answerer, loaded.name, getattr(loaded.router, "reason", None), notes, chunks, self.store.location
+        )
+
+    def stream(
+        self, question: str, history: Sequence[Turn] = (), routing: bool = True, backend: str | None = None
+    ) -> Iterator[Answer]:
+        """The answer after routing and retrieval (no text yet), then after each piece of text."""
+        from app.chain import chain_inputs, stream_answer
+
+        question = question.strip()
+        if not question:
+            raise HousechatError("the question is empty — type a question about the house")
+        start = time.perf_counter()
+        query = search_query(question, history)
+        loaded = self.router(backend if routing else "off")
+        with self._lock:
+            route = loaded.router.route(query)
+        where = loaded.policy.where(route)
+        routed = time.perf_counter()
+        found = retrieve(self.store, query, self.k, where)
+        retrieved = time.perf_counter()
+        answer = Answer(
+            question,
+            route,
+            where,
+            found.widened,
+            _sources(found.chunks),
+            self.answerer,
+            timings={"route": _ms(start, routed), "retrieve": _ms(routed, retrieved)},
+        )
+        yield answer
+        for answerer, piece in stream_answer(self.answerer, chain_inputs(question, found.chunks, history)):
+            if not answer.text:
+                answer.timings["first_token"] = _ms(retrieved, time.perf_counter())
+            answer.answerer = answerer
+            answer.text += piece
+            yield answer
+        end = time.perf_counter()
+        answer.text = answer.text.strip()
+        answer.timings.update(answer=_ms(retrieved, end), total=_ms(start, end))
+        answer.done = True
+        yield answer
+
+    def ask(
+        self, question: str, history: Sequence[Turn] = (), routing: bool = True, backend: str | None = None
+    ) -> Answer:
+        """The finished answer to one question."""
+        for answer in self.stream(question, history, routing, backend):
+            if answer.done:
+                return answer
+        raise AssertionError("the stream ended without a finished answer")
+
+
+def empty_store_message(location: str) -> str:
+    """What to do about a store without notes."""
+    return (
+        f"the store at {location} has no notes — run `python -m ingest` (data/notes by default) and start again, "
+        "or start with `make chat`, which ingests data/notes when the store is empty"
+    )
+
+
+def _sources(chunks: Sequence[RetrievedChunk]) -> list[Source]:
+    """One source per note, in rank order (a note's best chunk comes first)."""
+    best: dict[str, RetrievedChunk] = {}
+    for chunk in chunks:
+        best.setdefault(chunk.note_id, chunk)
+    return [Source.from_chunk(c) for c in best.values()]
+
+
+def _ms(start: float, end: float) -> float:
+    return round((end - start) * 1000, 1)

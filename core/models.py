@@ -114,7 +114,7 @@ def tiny_qwen3_dir(var_dir: Path, tokenizer_dir: Path = QWEN3_TOKENIZER_DIR) -> 
         "num_hidden_layers": 2,
         "num_attention_heads": 4,
         "num_key_value_heads": 2,
-        "head_dim": 16,
+        "head_dim": 128,  # as in Qwen3-0.6B (transformers reads GGUF Qwen3 with that head size)
         "max_window_layers": 2,
         "layer_types": ["full_attention"] * 2,
     }.items():

@@ -31,6 +31,23 @@ def make_parser() -> argparse.ArgumentParser:
     routing.add_argument("--report", type=Path, default=None, help="report root folder (default reports/)")
     routing.add_argument("--json", type=Path, dest="json_file", help="also write the summary JSON here")
     routing.add_argument("--min-accuracy", type=float, help="exit 1 when any backend scores below this (0..1)")
+
+    answers = sub.add_parser("answers", help="retrieval and answer quality with the router off vs on")
+    answers.add_argument("--arms", default="off,on", help="comma-separated: off, on")
+    answers.add_argument(
+        "--answerer",
+        default="none",
+        choices=["none", "embedded", "ollama"],
+        help="none = retrieval only (fast); embedded = SmolLM2 in process; ollama = the answer model",
+    )
+    answers.add_argument("--backend", default=None, help="router backend for the `on` arm (default: settings, llm)")
+    answers.add_argument("--k", type=int, default=5, help="chunks retrieved per question")
+    answers.add_argument("--qa-file", type=Path, help="QA JSONL (default data/eval/qa.jsonl)")
+    answers.add_argument("--limit", type=int, default=0, help="only the first N questions (quick runs)")
+    answers.add_argument("--store", type=Path, help="embedded Chroma folder (env HOUSECHAT_STORE)")
+    answers.add_argument("--chroma-url", help="a Chroma server instead (env HOUSECHAT_CHROMA_URL)")
+    answers.add_argument("--report", type=Path, default=None, help="report root folder (default reports/)")
+    answers.add_argument("--json", type=Path, dest="json_file", help="also write the summary JSON here")
     return parser
 
 
@@ -120,4 +137,55 @@ def run_routing(args: argparse.Namespace, command: str) -> int:
     return 0
 
 
-COMMANDS = {"routing": run_routing}
+def run_answers(args: argparse.Namespace, command: str) -> int:
+    from core.categories import load_categories
+    from core.schemas import read_qa
+    from eval import report
+    from eval.answers import compare, markdown, run_arms
+
+    settings = from_env(store=args.store, chroma_url=args.chroma_url)
+    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    if not arms or any(a not in ("off", "on") for a in arms):
+        raise HousechatError(f"--arms takes off and/or on, not {args.arms!r}")
+    labels = load_categories(Path(str(settings.categories_file)))
+    path = args.qa_file or settings.home / "data" / "eval" / "qa.jsonl"
+    items, errors = read_qa(path, known=set(labels.ids))
+    for error in errors:
+        print(error, file=sys.stderr)
+    if not items:
+        raise HousechatError(f"{path}: no usable QA items — fix the lines above")
+    if args.limit:
+        items = items[: args.limit]
+    backend = args.backend or settings.router_backend
+    results = run_arms(settings, items, arms, args.answerer, args.k, backend)
+    summaries = {arm: r.summary() for arm, r in results.items()}
+    difference = compare(results["off"], results["on"]) if {"off", "on"} <= set(results) else {}
+    summary = {
+        "n": len(items),
+        "arms": {arm: {k: v for k, v in s.items() if k != "latency_ms"} for arm, s in summaries.items()},
+        "difference": {k: v for k, v in difference.items() if k in ("hit_at_3", "keyword_coverage")},
+    }
+    folder = report.new_report_dir(args.report or settings.home / "reports", "answers")
+    report.write_json(
+        folder / "report.json",
+        {
+            **summary,
+            "latency_ms": {a: s["latency_ms"] for a, s in summaries.items()},
+            "comparison": difference,
+            "command": command,
+        },
+    )
+    text = markdown(len(items), summaries, difference, command, backend, args.answerer)
+    (folder / "report.md").write_text(text)
+    bars = {f"hit@{k}": {a: s["hit_at_k"][str(k)] for a, s in summaries.items()} for k in (1, 3, 5)}
+    bars["MRR"] = {a: s["mrr"] for a, s in summaries.items()}
+    bars["category precision"] = {a: s["category_precision"] for a, s in summaries.items()}
+    report.plot_bars(bars, "Retrieval, router off vs on", "score", folder / "retrieval.png")
+    if args.json_file:
+        report.write_json(args.json_file, summary)
+    print(f"report: {folder}/report.md", file=sys.stderr)
+    print(text.split("\n| category |")[0])
+    return 1 if errors else 0
+
+
+COMMANDS = {"routing": run_routing, "answers": run_answers}

@@ -33,11 +33,18 @@ def make_parser() -> argparse.ArgumentParser:
     train.add_argument("--val-file", help="external validation data (same formats)")
     train.add_argument("--output-dir", help="where the run goes (default runs/<recipe name>)")
     train.add_argument("--install", action="store_true", help="copy the best adapter to the router model dir")
+    train.add_argument("--threads", type=int, help="torch CPU threads (1 is faster on a loaded 2-core machine)")
 
     emb = sub.add_parser(
         "embedding", help="fit the embedding router (MiniLM + logistic regression) on train, tune on val"
     )
     emb.add_argument("--output-dir", type=Path, default=None, help="default: the embedding router dir")
+
+    exp = sub.add_parser("export", help="merge a run's adapter; write GGUF and an Ollama Modelfile")
+    exp.add_argument("run", type=Path, help="a run folder (runs/<recipe>) or a model dir with meta.json")
+    exp.add_argument("--gguf", action="store_true", help="write router.gguf (F32)")
+    exp.add_argument("--ollama", action="store_true", help="write router.gguf and a Modelfile for `ollama create`")
+    exp.add_argument("--output-dir", type=Path, help="default: RUN/export")
     return parser
 
 
@@ -87,7 +94,11 @@ def run_train(args: argparse.Namespace) -> int:
 
     settings = from_env()
     recipe = load_recipe(
-        Path(args.recipe), train_file=args.train_file, val_file=args.val_file, output_dir=args.output_dir
+        Path(args.recipe),
+        train_file=args.train_file,
+        val_file=args.val_file,
+        output_dir=args.output_dir,
+        threads=args.threads,
     )
     if args.dry_run:
         data = load_training_data(recipe, settings)
@@ -136,4 +147,17 @@ def run_embedding(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"data": run_data, "train": run_train, "embedding": run_embedding}
+def run_export(args: argparse.Namespace) -> int:
+    from finetune.export import export
+
+    written = export(args.run, from_env(), args.output_dir, want_gguf=args.gguf, want_ollama=args.ollama)
+    for kind, path in written.items():
+        print(f"{kind}: {path}")
+    if "modelfile" in written:
+        folder = written["modelfile"].parent
+        print(f"then: cd {folder} && ollama create housechat-router -f Modelfile")
+        print("and route through it with HOUSECHAT_ROUTER_BACKEND=ollama")
+    return 0
+
+
+COMMANDS = {"data": run_data, "train": run_train, "embedding": run_embedding, "export": run_export}

@@ -25,7 +25,7 @@ from core.schemas import RoutingExample, read_routing_examples
 from core.settings import Settings
 from finetune.recipe import Recipe
 from router.base import route_from_scores
-from router.meta import label_meta, write_meta
+from router.meta import label_meta, read_meta, write_meta
 from router.policy import tune
 
 
@@ -124,47 +124,61 @@ def train(recipe: Recipe, settings: Settings) -> dict[str, Any]:
         return hits / max(len(val_gold), 1), probs
 
     print(f"training {recipe.name} with the {engine} engine: {json.dumps(plan(recipe, data))}", file=sys.stderr)
-    if engine == "unsloth":
-        from finetune.engines import unsloth_engine
+    if recipe.threads:
+        import torch
 
-        tokenizer_holder: dict[str, Any] = {}
+        torch.set_num_threads(recipe.threads)
+    if engine == "unsloth":
         from transformers import AutoTokenizer
 
+        from finetune.engines import unsloth_engine
+
         tokenizer = AutoTokenizer.from_pretrained(recipe.base_model)
-        tokenizer_holder["t"] = tokenizer
-        rows = rows_for(data.train, tokenizer, data.labels, recipe.label_format)
-        history, _, _ = unsloth_engine.train(recipe, rows, validate, out_dir)
     else:
         from finetune.engines import trl_engine
 
         model, tokenizer = load_causal_lm(recipe.base_model, settings.var, cache=False)
-        rows = rows_for(data.train, tokenizer, data.labels, recipe.label_format)
-        history = trl_engine.train(recipe, model, tokenizer, rows, validate, out_dir, use_peft=not recipe.full_finetune)
-    return finish(recipe, settings, data, history, engine, out_dir, tokenizer)
+    rows = rows_for(data.train, tokenizer, data.labels, recipe.label_format)
+    base = base_hash(recipe.base_model, settings.var)
+
+    def save_best(trained: Any, history: dict[str, Any]) -> None:
+        write_artifact(recipe, data, history, engine, out_dir / "adapter", trained, tokenizer, base)
+
+    if engine == "unsloth":
+        history, _, _ = unsloth_engine.train(recipe, rows, validate, save_best, out_dir)
+    else:
+        history = trl_engine.train(
+            recipe, model, tokenizer, rows, validate, save_best, out_dir, use_peft=not recipe.full_finetune
+        )
+    log_path = out_dir / "train_log.jsonl"
+    log_path.write_text("".join(json.dumps(h) + "\n" for h in history["log"] + history["evals"]))
+    plot_curve(history, out_dir / "curve.png", recipe.name)
+    return read_meta(out_dir / "adapter")
 
 
-def finish(
+def write_artifact(
     recipe: Recipe,
-    settings: Settings,
     data: TrainingData,
     history: dict[str, Any],
     engine: str,
-    out_dir: Path,
+    adapter_dir: Path,
+    model: Any,
     tokenizer: Any,
+    base: str,
 ) -> dict[str, Any]:
-    """Tune the filter thresholds on val, write meta.json, the training log and the curve."""
+    """Save the model, its tokenizer and meta.json (thresholds tuned on val, metrics, provenance)."""
     codes = {c.id: c.code for c in data.labels.categories}
     routes = [
         route_from_scores(dict(zip(data.labels.ids, map(float, p), strict=True)), codes, "llm", 0.0)
         for p in history["best_probs"]
     ]
     policy, utility = tune(routes, [e.category for e in data.val])
-    adapter_dir = out_dir / "adapter"
+    model.save_pretrained(adapter_dir)
     tokenizer.save_pretrained(adapter_dir)
     meta = {
         "kind": "llm",
         "base_model": recipe.base_model,
-        "base_hash": base_hash(recipe.base_model, settings.var),
+        "base_hash": base,
         "label_format": recipe.label_format,
         "adapter": "full" if recipe.full_finetune else "lora",
         **label_meta(data.labels),
@@ -174,8 +188,7 @@ def finish(
             "val_accuracy": round(history["best_val_accuracy"], 4),
             "val_policy_utility": round(utility, 4),
             "best_step": history["best_step"],
-            "steps": history["steps"],
-            "train_seconds": history["train_seconds"],
+            "train_seconds_to_best": history["train_seconds"],
             "n_train": len(data.train),
             "n_val": len(data.val),
         },
@@ -184,9 +197,6 @@ def finish(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     write_meta(adapter_dir, meta)
-    log_path = out_dir / "train_log.jsonl"
-    log_path.write_text("".join(json.dumps(h) + "\n" for h in history["log"] + history["evals"]))
-    plot_curve(history, out_dir / "curve.png", recipe.name)
     return meta
 
 

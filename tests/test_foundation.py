@@ -14,7 +14,28 @@ from core.settings import from_env
 from finetune.data import check_splits, normalise
 
 ROOT = Path(__file__).resolve().parent.parent
-EXPECTED_IDS = ["appliances", "brickwork", "car", "cleaning", "cooking", "electrical", "flooring", "fountain", "garden", "gutters", "hvac", "internet", "painting", "pest_control", "plumbing", "pool", "roof", "security", "water_heater", "windows_doors"]
+EXPECTED_IDS = [
+    "appliances",
+    "brickwork",
+    "car",
+    "cleaning",
+    "cooking",
+    "electrical",
+    "flooring",
+    "fountain",
+    "garden",
+    "gutters",
+    "hvac",
+    "internet",
+    "painting",
+    "pest_control",
+    "plumbing",
+    "pool",
+    "roof",
+    "security",
+    "water_heater",
+    "windows_doors",
+]
 
 
 @pytest.fixture(scope="module")

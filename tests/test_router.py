@@ -211,3 +211,41 @@ def test_cli_routes_and_lists(embedding_dir, capsys, monkeypatch) -> None:
     with pytest.raises(SystemExit) as exc:
         main([])
     assert exc.value.code == 2
+
+
+def test_ollama_backend_against_a_loopback_server(ollama_fake, labels, embedding_dir, tmp_path) -> None:
+    """The real `ollama` client: JSON-schema enum of codes, think off, temperature 0, log-probs → scores."""
+    from router.ollama_router import DEFAULT_ROUTER_MODEL, OllamaRouter
+    from router.registry import load_router
+
+    ollama_fake.models = [DEFAULT_ROUTER_MODEL]
+    ollama_fake.choose = lambda values, request: "JV" if "JV" in values else values[0]
+    router = OllamaRouter(ollama_fake.url, DEFAULT_ROUTER_MODEL, labels)
+    router.check()
+    route = router.route("the hot tub heater shows PS")
+    assert route.category == "pool" and route.code == "JV" and route.backend == "ollama"
+    assert set(route.scores) == set(labels.ids) and sum(route.scores.values()) == pytest.approx(1.0)
+    sent = ollama_fake.chats()[-1]
+    assert sent["think"] is False and sent["options"]["temperature"] == 0
+    assert sorted(sent["format"]["properties"]["category"]["enum"]) == sorted(labels.codes)
+    assert sent["messages"][0]["role"] == "system" and sent["messages"][-1]["content"] == "the hot tub heater shows PS"
+
+    # Model missing: a clear error naming the fix; through the registry, a fallback to embedding.
+    ollama_fake.models = ["qwen3:4b-instruct"]
+    with pytest.raises(HousechatError, match="ollama create"):
+        router.check()
+    settings = from_env(
+        {},
+        ollama_host=ollama_fake.url,
+        embedding_router_dir=embedding_dir,
+        router_model_dir=tmp_path / "none",
+        var_dir=VAR,
+    )
+    assert load_router("ollama", settings).router.route("x").backend == "embedding"
+
+    # Server goes down after loading: each question falls back and says why.
+    ollama_fake.models = [DEFAULT_ROUTER_MODEL]
+    loaded = load_router("ollama", settings)
+    ollama_fake.stop()
+    route = loaded.router.route("pool pump")
+    assert route.backend == "embedding" and "not reachable" in route.fallback_reason

@@ -15,6 +15,7 @@ from typing import Any
 from finetune.recipe import Recipe
 
 ValFn = Callable[[Any], tuple[float, Any]]  # model -> (val accuracy, val probabilities)
+SaveFn = Callable[[Any, dict[str, Any]], None]  # (model, history) -> None: persist a new best
 
 
 def lora_config(recipe: Recipe) -> Any:
@@ -35,10 +36,11 @@ def train(
     tokenizer: Any,
     rows: list[dict[str, str]],
     validate: ValFn,
+    save_best: SaveFn,
     out_dir: Path,
     use_peft: bool = True,
 ) -> dict[str, Any]:
-    """Train; the best model by val accuracy is saved to `out_dir/adapter`. Returns the history."""
+    """Train; each new best model by val accuracy goes to `save_best`. Returns the history."""
     import torch
     from datasets import Dataset
     from transformers import TrainerCallback
@@ -49,7 +51,7 @@ def train(
     total_steps = recipe.max_steps if recipe.max_steps > 0 else math.ceil(steps_per_epoch * recipe.epochs)
     eval_every = max(1, min(total_steps, steps_per_epoch // max(recipe.evals_per_epoch, 1)))
     history: dict[str, Any] = {"evals": [], "best_val_accuracy": -1.0, "best_step": 0, "best_probs": None}
-    adapter_dir = out_dir / "adapter"
+    start = time.perf_counter()
 
     class ValidateAndKeepBest(TrainerCallback):  # type: ignore[misc]
         def __init__(self) -> None:
@@ -67,7 +69,9 @@ def train(
             print(f"step {state.global_step}/{state.max_steps}: val accuracy {accuracy:.3f}", flush=True)
             if accuracy > history["best_val_accuracy"]:
                 history.update(best_val_accuracy=accuracy, best_step=state.global_step, best_probs=probs)
-                trained.save_pretrained(adapter_dir)
+                history.update(steps=state.global_step, train_seconds=round(time.perf_counter() - start, 1))
+                # A complete, loadable artifact after every new best: a killed run still leaves one.
+                save_best(trained, history)
                 self.bad_evals = 0
             else:
                 self.bad_evals += 1
@@ -107,7 +111,6 @@ def train(
         peft_config=lora_config(recipe) if use_peft else None,
         callbacks=[ValidateAndKeepBest()],
     )
-    start = time.perf_counter()
     trainer.train()
     history["train_seconds"] = round(time.perf_counter() - start, 1)
     history["log"] = trainer.state.log_history

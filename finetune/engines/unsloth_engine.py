@@ -13,7 +13,7 @@ from finetune.recipe import Recipe
 
 
 def train(
-    recipe: Recipe, rows: list[dict[str, str]], validate: trl_engine.ValFn, out_dir: Path
+    recipe: Recipe, rows: list[dict[str, str]], validate: trl_engine.ValFn, save_best: trl_engine.SaveFn, out_dir: Path
 ) -> tuple[dict[str, Any], Any, Any]:
     from unsloth import FastLanguageModel
 
@@ -26,5 +26,5 @@ def train(
     model = FastLanguageModel.get_peft_model(
         model, r=recipe.lora_r, lora_alpha=recipe.lora_alpha, lora_dropout=recipe.lora_dropout, target_modules=targets
     )
-    history = trl_engine.train(recipe, model, tokenizer, rows, validate, out_dir, use_peft=False)
+    history = trl_engine.train(recipe, model, tokenizer, rows, validate, save_best, out_dir, use_peft=False)
     return history, model, tokenizer

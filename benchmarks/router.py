@@ -1,0 +1,103 @@
+"""Router latency: per backend, one question at a time and in batches, with and without the prefix cache.
+
+    .venv/bin/python -m benchmarks.router [--n 60] [--threads 0]
+
+Prints a table of p50/p95 milliseconds per question and each row's ratio to the embedding router.
+The `llm` rows use the installed adapter (models/router-llm) when there is one, else the bare
+SmolLM2 base with the same prompt and label scoring (same architecture, same cost).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100
+    lo, hi = int(pos), min(int(pos) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def timed_single(route, questions: list[str]) -> list[float]:
+    out = []
+    for q in questions:
+        start = time.perf_counter()
+        route(q)
+        out.append((time.perf_counter() - start) * 1000)
+    return out
+
+
+def timed_batches(route_batch, questions: list[str], size: int) -> list[float]:
+    out = []
+    for i in range(0, len(questions), size):
+        chunk = questions[i : i + size]
+        start = time.perf_counter()
+        route_batch(chunk)
+        out += [(time.perf_counter() - start) * 1000 / len(chunk)] * len(chunk)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=60, help="test questions to route")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    args = parser.parse_args()
+
+    import torch
+
+    from core.categories import load_categories
+    from core.models import SMOLLM2, load_causal_lm
+    from core.settings import from_env
+    from router.embedding import EmbeddingRouter
+    from router.llm import LabelScorer, LLMRouter, load_adapted_model
+    from router.meta import read_meta
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = from_env()
+    labels = load_categories(Path(str(settings.categories_file)))
+    lines = (ROOT / "data" / "routing" / "test.jsonl").read_text().splitlines()[: args.n]
+    questions = [json.loads(line)["question"] for line in lines]
+
+    embedding = EmbeddingRouter.load(Path(str(settings.embedding_router_dir)), labels)
+    adapter = Path(str(settings.router_model_dir))
+    if (adapter / "meta.json").exists():
+        meta = read_meta(adapter)
+        model, tokenizer = load_adapted_model(adapter, meta["base_model"], settings.var)
+        llm_name, label_format = f"llm ({meta['label_format']}, adapter merged)", meta["label_format"]
+    else:
+        model, tokenizer = load_causal_lm(SMOLLM2, settings.var)
+        llm_name, label_format = "llm (base, codes)", "codes"
+    scorer = LabelScorer(model, tokenizer, labels, label_format)
+    cached, uncached = LLMRouter(scorer), LLMRouter(scorer, use_cache=False)
+    zero_base, zero_tok = load_causal_lm(SMOLLM2, settings.var)
+    zero_shot = LLMRouter(LabelScorer(zero_base, zero_tok, labels, "names", with_scopes=True), "zero-shot")
+
+    for router in (embedding, cached):  # warm up: first calls allocate
+        router.route_batch(questions[:4])
+    rows = [
+        ("embedding, single", timed_single(embedding.route, questions)),
+        ("embedding, batch 16", timed_batches(embedding.route_batch, questions, 16)),
+        (f"{llm_name}, single, prefix cache", timed_single(cached.route, questions)),
+        (f"{llm_name}, single, no cache", timed_single(uncached.route, questions)),
+        (f"{llm_name}, batch 16, prefix cache", timed_batches(cached.route_batch, questions, 16)),
+        (f"{llm_name}, batch 16, no cache", timed_batches(uncached.route_batch, questions, 16)),
+        ("zero-shot (names, 20 labels x multi-token), single", timed_single(zero_shot.route, questions[:10])),
+    ]
+    base = statistics.median(rows[0][1])
+    print(f"{len(questions)} test questions, torch threads {torch.get_num_threads()}")
+    print(f"{'router':<58}{'p50 ms':>9}{'p95 ms':>9}{'x embedding':>13}")
+    for name, values in rows:
+        p50 = percentile(values, 50)
+        print(f"{name:<58}{p50:>9.1f}{percentile(values, 95):>9.1f}{p50 / base:>13.1f}")
+
+
+if __name__ == "__main__":
+    main()

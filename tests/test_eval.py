@@ -1,0 +1,324 @@
+"""Eval scorers on hand-made cases with known answers, and `python -m eval routing` end to end."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from eval import metrics
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_wilson_interval_known_values() -> None:
+    lo, hi = metrics.wilson_interval(92, 100)
+    assert lo == pytest.approx(0.8499, abs=1e-3) and hi == pytest.approx(0.9589, abs=1e-3)
+    assert metrics.wilson_interval(0, 10)[0] == 0.0 and metrics.wilson_interval(10, 10)[1] == 1.0
+    assert metrics.wilson_interval(0, 0) == (0.0, 0.0)
+
+
+def test_macro_f1_and_per_category() -> None:
+    gold = ["a", "a", "b", "b"]
+    pred = ["a", "b", "b", None]
+    stats = metrics.per_category(gold, pred, ["a", "b", "c"])
+    assert stats["a"] == {"precision": 1.0, "recall": 0.5, "n": 2}
+    assert stats["b"]["precision"] == 0.5 and stats["b"]["recall"] == 0.5
+    # F1(a) = 2/3, F1(b) = 1/2; c has no support and is skipped.
+    assert metrics.macro_f1(gold, pred, ["a", "b", "c"]) == pytest.approx((2 / 3 + 0.5) / 2)
+    assert metrics.macro_f1(["a"], ["b"], ["a", "b"]) == 0.0  # all wrong
+
+
+def test_ece_perfect_and_overconfident() -> None:
+    assert metrics.expected_calibration_error([1.0, 1.0], [True, True]) == 0.0
+    assert metrics.expected_calibration_error([0.9, 0.9], [False, False]) == pytest.approx(0.9)
+    rows = metrics.reliability([0.15, 0.15, 0.95], [True, False, True])
+    assert [(r["n"], r["accuracy"]) for r in rows] == [(2, 0.5), (1, 1.0)]
+
+
+def test_ranking_scores_including_empty_and_ties() -> None:
+    assert metrics.hit_at_k(["x", "g"], ["g"], 1) == 0.0 and metrics.hit_at_k(["x", "g"], ["g"], 2) == 1.0
+    assert metrics.reciprocal_rank(["x", "y", "g"], ["g"]) == pytest.approx(1 / 3)
+    assert metrics.reciprocal_rank([], ["g"]) == 0.0 and metrics.hit_at_k([], ["g"], 5) == 0.0
+    assert metrics.reciprocal_rank(["g1", "g2"], ["g1", "g2"]) == 1.0  # two gold notes: the first counts
+    assert metrics.keyword_coverage(
+        "It cost $412 on 2024-04-22.", ["$412", "2024-04-22", "Bluecrest"]
+    ) == pytest.approx(2 / 3)
+    assert metrics.percentile([1, 2, 3, 4], 50) == 2.5 and metrics.percentile([], 95) == 0.0
+
+
+def test_paired_bootstrap_sees_a_real_difference() -> None:
+    off, on = [0.0] * 50 + [1.0] * 50, [1.0] * 90 + [0.0] * 10
+    diff = metrics.paired_bootstrap(off, on)
+    assert diff["mean"] == pytest.approx(0.4) and diff["lo"] > 0.2 and diff["hi"] < 0.6
+    same = metrics.paired_bootstrap(off, off)
+    assert same == {"mean": 0.0, "lo": 0.0, "hi": 0.0}
+
+
+def test_confusion_has_a_column_for_invalid_output() -> None:
+    assert metrics.confusion(["a", "b", "b"], ["a", "a", None], ["a", "b"]) == [[1, 0, 0], [1, 0, 1]]
+
+
+@pytest.fixture(scope="module")
+def embedding_router(tmp_path_factory) -> Path:
+    from core.categories import load_categories
+    from core.schemas import read_routing_examples
+    from router.embedding import fit
+
+    labels = load_categories(ROOT / "data" / "categories.yaml")
+    train, _ = read_routing_examples(ROOT / "data" / "routing" / "train.jsonl")
+    val, _ = read_routing_examples(ROOT / "data" / "routing" / "val.jsonl")
+    out = tmp_path_factory.mktemp("emb")
+    fit(train, val, labels, out)
+    return out
+
+
+def test_eval_routing_cli_end_to_end(embedding_router, tmp_path, monkeypatch, capsys) -> None:
+    from eval.cli import main
+
+    monkeypatch.setenv("HOUSECHAT_EMBEDDING_ROUTER_DIR", str(embedding_router))
+    monkeypatch.setenv("HOUSECHAT_ROUTER_MODEL_DIR", str(tmp_path / "no-llm"))
+    out_json = tmp_path / "r.json"
+    code = main(
+        [
+            "routing",
+            "--backends",
+            "embedding,llm",
+            "--limit",
+            "40",
+            "--report",
+            str(tmp_path / "rep"),
+            "--json",
+            str(out_json),
+        ]
+    )
+    assert code == 0
+    summary = json.loads(out_json.read_text())
+    assert set(summary) == {"dataset", "n", "backends"} and summary["n"] == 40
+    emb = summary["backends"]["embedding"]
+    assert set(emb) == {"accuracy", "accuracy_ci", "macro_f1", "invalid_rate", "ece", "latency_ms", "per_category"}
+    assert emb["accuracy_ci"][0] <= emb["accuracy"] <= emb["accuracy_ci"][1]
+    assert set(emb["per_category"]["pool"]) == {"precision", "recall", "n"}
+    assert "llm" not in summary["backends"]  # no adapter there: reported as skipped, not crashed
+    folder = next((tmp_path / "rep").iterdir())
+    report = (folder / "report.md").read_text()
+    assert "| embedding |" in report and "skipped" in report
+    assert (folder / "confusion-embedding.png").stat().st_size > 1000 and (folder / "reliability.png").exists()
+    # --min-accuracy: below the bar exits 1, at an easy bar 0.
+    assert (
+        main(
+            [
+                "routing",
+                "--backends",
+                "embedding",
+                "--limit",
+                "20",
+                "--report",
+                str(tmp_path / "r2"),
+                "--min-accuracy",
+                "0.999",
+            ]
+        )
+        == 1
+    )
+    assert (
+        main(
+            [
+                "routing",
+                "--backends",
+                "embedding",
+                "--limit",
+                "20",
+                "--report",
+                str(tmp_path / "r2"),
+                "--min-accuracy",
+                "0.05",
+            ]
+        )
+        == 0
+    )
+
+
+def test_eval_routing_external_file_with_bad_lines_and_unknown_labels(
+    embedding_router, tmp_path, monkeypatch, capsys
+) -> None:
+    from eval.cli import main
+
+    monkeypatch.setenv("HOUSECHAT_EMBEDDING_ROUTER_DIR", str(embedding_router))
+    data = tmp_path / "ext.csv"
+    data.write_text("text,category\nthe pool pump hums,pool\nmy card was declined,card_declined\n,pool\n")
+    out_json = tmp_path / "x.json"
+    assert (
+        main(
+            [
+                "routing",
+                "--backends",
+                "embedding",
+                "--test-file",
+                str(data),
+                "--report",
+                str(tmp_path / "r"),
+                "--json",
+                str(out_json),
+            ]
+        )
+        == 0
+    )
+    err = capsys.readouterr().err
+    assert f"{data}:4: missing or empty 'question'" in err
+    assert json.loads(out_json.read_text())["n"] == 1
+    report = json.loads(next((tmp_path / "r").iterdir()).joinpath("report.json").read_text())
+    assert report["unknown_labels"] == {"card_declined": 1}
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text("{not json\n")
+    assert (
+        main(["routing", "--backends", "embedding", "--test-file", str(broken), "--report", str(tmp_path / "r")]) == 1
+    )
+    assert f"{broken}:1: invalid JSON" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def small_store(tmp_path_factory, embedding_router) -> dict[str, str]:
+    """A real store with the gold notes of 12 QA questions plus same-category distractors."""
+    import shutil
+    import subprocess
+    import sys
+
+    from core.schemas import read_qa
+
+    items, _ = read_qa(ROOT / "data" / "eval" / "qa.jsonl")
+    chosen = [i for i in items if i.answerable][:10] + [i for i in items if not i.answerable][:2]
+    folder = tmp_path_factory.mktemp("notes")
+    wanted = {n for i in chosen for n in i.gold_note_ids} | {
+        p.stem for i in chosen for p in sorted((ROOT / "data" / "notes").glob(f"{i.category}-*.md"))[:2]
+    }
+    for note_id in wanted:
+        shutil.copy(ROOT / "data" / "notes" / f"{note_id}.md", folder)
+    qa = tmp_path_factory.mktemp("qa") / "qa.jsonl"
+    qa.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "question": i.question,
+                    "category": i.category,
+                    "gold_note_ids": list(i.gold_note_ids),
+                    "keywords": list(i.keywords),
+                    "answerable": i.answerable,
+                }
+            )
+            + "\n"
+            for i in chosen
+        )
+    )
+    store = tmp_path_factory.mktemp("store")
+    subprocess.run(
+        [sys.executable, "-m", "ingest", str(folder), "--store", str(store)], check=True, capture_output=True
+    )
+    return {"store": str(store), "qa": str(qa), "embedding": str(embedding_router)}
+
+
+def test_eval_answers_retrieval_only_cli(small_store, tmp_path, monkeypatch) -> None:
+    from eval.cli import main
+
+    monkeypatch.setenv("HOUSECHAT_EMBEDDING_ROUTER_DIR", small_store["embedding"])
+    out = tmp_path / "a.json"
+    assert (
+        main(
+            [
+                "answers",
+                "--backend",
+                "embedding",
+                "--store",
+                small_store["store"],
+                "--qa-file",
+                small_store["qa"],
+                "--report",
+                str(tmp_path / "rep"),
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    summary = json.loads(out.read_text())
+    assert summary["n"] == 12 and set(summary["arms"]) == {"off", "on"}
+    for arm in summary["arms"].values():
+        assert set(arm) == {
+            "hit_at_k",
+            "mrr",
+            "category_precision",
+            "widened_rate",
+            "keyword_coverage",
+            "citation_precision",
+            "refusal_accuracy",
+        }
+        assert set(arm["hit_at_k"]) == {"1", "3", "5"} and 0 <= arm["mrr"] <= arm["hit_at_k"]["5"] <= 1
+        assert arm["keyword_coverage"] is None  # no answerer: retrieval only
+    assert summary["arms"]["off"]["widened_rate"] == 0.0
+    assert summary["arms"]["off"]["hit_at_k"]["5"] > 0.5  # the gold notes are in a small store
+    assert set(summary["difference"]["hit_at_3"]) == {"mean", "lo", "hi"}
+    folder = next((tmp_path / "rep").iterdir())
+    assert "router off vs on" in (folder / "report.md").read_text() and (folder / "retrieval.png").exists()
+
+
+def test_answer_scoring_citations_and_refusals() -> None:
+    from core.schemas import QAItem
+    from eval.answers import ItemResult
+
+    item = QAItem("when?", "pool", ("pool-heater-service-2024",), ("$201",), True)
+    result = ItemResult(
+        item,
+        ["pool-heater-service-2024", "water_heater-flush-2024"],
+        1.0,
+        False,
+        "pool",
+        {},
+        answer="It cost $201 [pool-heater-service-2024] [water_heater-flush-2024].",
+    )
+    assert result.citation_precision() == 0.5 and not result.refused()
+    assert ItemResult(item, [], 0.0, False, None, {}, answer="The notes do not say.").refused()
+    assert ItemResult(item, [], 0.0, False, None, {}, answer="No citations here.").citation_precision() is None
+
+
+def test_eval_answers_with_an_ollama_answerer(small_store, ollama_fake, tmp_path, monkeypatch) -> None:
+    """The answer path end to end through ChatOllama: the fake cites the first gold note it is shown."""
+    from eval.cli import main
+
+    def reply(request: dict) -> str:
+        notes = request["messages"][-1]["content"]
+        ids = re.findall(r"\[([a-z0-9_]+-[a-z0-9_-]+)\]", notes)
+        return f"It was done as the note says [{ids[0]}]." if ids else "The notes do not say."
+
+    ollama_fake.reply = reply
+    monkeypatch.setenv("HOUSECHAT_EMBEDDING_ROUTER_DIR", small_store["embedding"])
+    monkeypatch.setenv("HOUSECHAT_OLLAMA_HOST", ollama_fake.url)
+    out = tmp_path / "a.json"
+    assert (
+        main(
+            [
+                "answers",
+                "--backend",
+                "embedding",
+                "--answerer",
+                "ollama",
+                "--store",
+                small_store["store"],
+                "--qa-file",
+                small_store["qa"],
+                "--limit",
+                "4",
+                "--report",
+                str(tmp_path / "r"),
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    arms = json.loads(out.read_text())["arms"]
+    assert arms["on"]["citation_precision"] is not None and 0 <= arms["on"]["citation_precision"] <= 1
+    assert arms["off"]["keyword_coverage"] is not None
+    sent = ollama_fake.chats()[-1]
+    assert sent["think"] is False and sent["options"]["temperature"] == 0

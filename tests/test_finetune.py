@@ -1,0 +1,151 @@
+"""Fine-tuning: recipes, the CI smoke training run, the artifact it leaves, and the GGUF export."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from core.categories import load_categories
+from core.errors import HousechatError
+from core.models import QWEN3_TOKENIZER_DIR, SMOLLM2
+from core.settings import from_env
+from finetune.cli import main
+from finetune.recipe import load_recipe
+
+ROOT = Path(__file__).resolve().parent.parent
+VAR = ROOT / "var"
+needs_qwen3 = pytest.mark.skipif(not QWEN3_TOKENIZER_DIR.exists(), reason="../shared/qwen3-0.6b-tokenizer is absent")
+QUESTIONS = [
+    json.loads(line)["question"] for line in (ROOT / "data" / "routing" / "val.jsonl").read_text().splitlines()[:20]
+]
+
+
+def test_shipped_recipes_load() -> None:
+    names = {p.stem for p in (ROOT / "finetune" / "recipes").glob("*.yaml")}
+    assert {
+        "smollm2-135m-codes",
+        "smollm2-135m-names",
+        "qwen3-0.6b-codes",
+        "qwen3-0.6b-names",
+        "tiny-qwen3-smoke",
+    } <= names
+    for name in names:
+        recipe = load_recipe(Path(name))
+        assert recipe.target_modules == "all-linear" and recipe.label_format in ("codes", "names")
+    codes, names_ = load_recipe(Path("smollm2-135m-codes")), load_recipe(Path("smollm2-135m-names"))
+    # The experiment differs in the label format only.
+    assert {k: v for k, v in vars(codes).items() if k not in ("name", "label_format", "notes")} == {
+        k: v for k, v in vars(names_).items() if k not in ("name", "label_format", "notes")
+    }
+
+
+def test_bad_recipe_key_is_named(tmp_path: Path) -> None:
+    bad = tmp_path / "r.yaml"
+    bad.write_text("base_model: tiny:qwen3\nlearnig_rate: 0.1\n")
+    with pytest.raises(
+        HousechatError, match=r"r.yaml:2: unknown recipe key 'learnig_rate' — did you mean 'learning_rate'"
+    ):
+        load_recipe(bad)
+    bad.write_text("base_model: tiny:qwen3\nlabel_format: letters\n")
+    with pytest.raises(HousechatError, match="label_format must be codes or names"):
+        load_recipe(bad)
+    assert main(["train", str(bad)]) == 1
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    assert main(["smollm2-135m-codes.yaml", "--dry-run", "--output-dir", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["recipe"]["base_model"] == SMOLLM2 and printed["plan"]["labels"] == 20
+    assert printed["plan"]["total_steps"] == printed["plan"]["steps_per_epoch"] * 2
+    assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("smoke")
+    assert main(["tiny-qwen3-smoke.yaml", "--output-dir", str(out), "--threads", "1"]) == 0
+    return out
+
+
+@needs_qwen3
+def test_smoke_recipe_trains_with_falling_loss_and_a_valid_meta(smoke_run: Path) -> None:
+    log = [json.loads(line) for line in (smoke_run / "train_log.jsonl").read_text().splitlines()]
+    losses = [float(row["loss"]) for row in log if row.get("loss") is not None and "val_accuracy" not in row]
+    assert len(losses) >= 3 and losses[-1] < losses[0], losses
+    meta = json.loads((smoke_run / "adapter" / "meta.json").read_text())
+    labels = load_categories(ROOT / "data" / "categories.yaml")
+    assert meta["base_model"] == "tiny:qwen3" and meta["label_format"] == "codes"
+    assert meta["categories_hash"] == labels.fingerprint() and meta["data_hash"]
+    assert set(meta["thresholds"]) == {"single", "pair"} and 0 <= meta["metrics"]["val_accuracy"] <= 1
+    assert (smoke_run / "adapter" / "adapter_model.safetensors").exists() and (smoke_run / "curve.png").exists()
+
+
+@needs_qwen3
+def test_router_loads_the_trained_adapter_and_refuses_a_mismatch(smoke_run: Path, tmp_path: Path) -> None:
+    from router.registry import load_router
+
+    settings = from_env({}, router_model_dir=smoke_run / "adapter", var_dir=VAR)
+    loaded = load_router("llm", settings, fallback=False)
+    route = loaded.router.route("pool heater won't fire")
+    assert route.backend == "llm" and len(route.scores) == 20
+    bad = tmp_path / "bad"
+    shutil.copytree(smoke_run / "adapter", bad)
+    meta = json.loads((bad / "meta.json").read_text())
+    meta["categories_hash"] = "elsewhere"
+    (bad / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(HousechatError, match="trained on other categories"):
+        load_router("llm", from_env({}, router_model_dir=bad, var_dir=VAR), fallback=False)
+
+
+def _same_predictions(export_dir: Path, labels_format: str = "codes") -> None:
+    from core.categories import load_categories as load
+    from finetune.export import load_gguf_back
+    from router.llm import LabelScorer
+
+    labels = load(ROOT / "data" / "categories.yaml")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    merged = AutoModelForCausalLM.from_pretrained(export_dir / "merged")
+    tokenizer = AutoTokenizer.from_pretrained(export_dir / "merged")
+    back, back_tokenizer = load_gguf_back(export_dir / "router.gguf")
+    a = LabelScorer(merged, tokenizer, labels, labels_format).probabilities(QUESTIONS)
+    b = LabelScorer(back, back_tokenizer, labels, labels_format).probabilities(QUESTIONS)
+    assert (a.argmax(axis=1) == b.argmax(axis=1)).all()
+    assert abs(a - b).max() < 1e-4
+
+
+@needs_qwen3
+def test_export_tiny_qwen3_gguf_round_trip(smoke_run: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "export"
+    assert main(["export", str(smoke_run), "--ollama", "--output-dir", str(out)]) == 0
+    assert "ollama create housechat-router -f Modelfile" in capsys.readouterr().out
+    modelfile = (out / "Modelfile").read_text()
+    assert modelfile.startswith("FROM ./router.gguf") and "<think>\n\n</think>" in modelfile
+    assert "PARAMETER temperature 0" in modelfile and "{{ .Prompt }}" in modelfile
+    _same_predictions(out)
+
+
+def test_export_smollm2_gguf_round_trip(tmp_path: Path) -> None:
+    """A non-trivial LoRA (random B) on the embedded SmolLM2: merge, write GGUF (llama q/k permuted), load back."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from core.models import load_causal_lm
+    from finetune.export import export
+    from router.meta import label_meta, write_meta
+
+    labels = load_categories(ROOT / "data" / "categories.yaml")
+    model, tokenizer = load_causal_lm(SMOLLM2, VAR, cache=False)
+    torch.manual_seed(0)
+    peft_model = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
+    run = tmp_path / "run" / "adapter"
+    peft_model.save_pretrained(run)
+    tokenizer.save_pretrained(run)
+    write_meta(run, {"base_model": SMOLLM2, "label_format": "codes", **label_meta(labels)})
+    written = export(tmp_path / "run", from_env({}, var_dir=VAR), tmp_path / "export", want_gguf=True, want_ollama=True)
+    assert written["gguf"].stat().st_size > 100_000_000  # F32 weights
+    _same_predictions(tmp_path / "export")

@@ -40,6 +40,9 @@ def make_parser() -> argparse.ArgumentParser:
     )
     emb.add_argument("--output-dir", type=Path, default=None, help="default: the embedding router dir")
 
+    ens = sub.add_parser("ensemble", help="tune the llm+embedding mix weight and thresholds on val")
+    ens.add_argument("--output-dir", type=Path, default=None, help="default: models/router-ensemble")
+
     exp = sub.add_parser("export", help="merge a run's adapter; write GGUF and an Ollama Modelfile")
     exp.add_argument("run", type=Path, help="a run folder (runs/<recipe>) or a model dir with meta.json")
     exp.add_argument("--gguf", action="store_true", help="write router.gguf (F32)")
@@ -147,6 +150,28 @@ def run_embedding(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_ensemble(args: argparse.Namespace) -> int:
+    from core.schemas import read_routing_examples
+    from router.ensemble import fit_weight
+    from router.registry import BACKENDS
+
+    settings = from_env()
+    labels = load_categories(Path(str(settings.categories_file)))
+    val, errors = read_routing_examples(settings.home / "data" / "routing" / "val.jsonl", set(labels.ids))
+    if errors:
+        raise HousechatError("\n".join(map(str, errors)))
+    questions = [e.question for e in val]
+    llm = BACKENDS["llm"](settings, labels).router.route_batch(questions)
+    embedding = BACKENDS["embedding"](settings, labels).router.route_batch(questions)
+    out = args.output_dir or Path(str(settings.router_model_dir)).parent / "router-ensemble"
+    sources = {"llm": str(settings.router_model_dir), "embedding": str(settings.embedding_router_dir)}
+    meta = fit_weight(llm, embedding, [e.category for e in val], labels, out, sources)
+    print(
+        f"ensemble: weight_llm {meta['weight_llm']}, val accuracy {meta['metrics']['val_accuracy']:.3f}; saved to {out}"
+    )
+    return 0
+
+
 def run_export(args: argparse.Namespace) -> int:
     from finetune.export import export
 
@@ -160,4 +185,10 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"data": run_data, "train": run_train, "embedding": run_embedding, "export": run_export}
+COMMANDS = {
+    "data": run_data,
+    "train": run_train,
+    "embedding": run_embedding,
+    "ensemble": run_ensemble,
+    "export": run_export,
+}

@@ -34,7 +34,7 @@ class EmbeddingRouter:
     def load(cls, model_dir: Path, labels: LabelSet) -> EmbeddingRouter:
         import numpy as np
 
-        meta = read_meta(model_dir)
+        meta = read_meta(model_dir, "python -m finetune embedding")
         check_labels(meta, labels, Path(model_dir))
         if meta.get("embedding_model") != MINILM:
             raise HousechatError(f"{model_dir}: head was fit on {meta.get('embedding_model')} embeddings — refit it")

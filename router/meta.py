@@ -10,12 +10,13 @@ from core.categories import LabelSet
 from core.errors import HousechatError
 
 
-def read_meta(model_dir: Path) -> dict[str, Any]:
+def read_meta(model_dir: Path, make: str = "python -m finetune RECIPE.yaml --install") -> dict[str, Any]:
+    """The model's meta.json; `make` is the command that creates one (said when it is missing)."""
     path = Path(model_dir) / "meta.json"
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise HousechatError(f"{path}: no router model here — train one (`python -m finetune RECIPE.yaml`)") from None
+        raise HousechatError(f"{path}: no router model here — make one with `{make}`") from None
     except json.JSONDecodeError as exc:
         raise HousechatError(f"{path}:{exc.lineno}: invalid JSON — retrain or restore the file") from None
     if not isinstance(meta, dict):

@@ -83,6 +83,17 @@ def _ollama(settings: Settings, labels: LabelSet) -> LoadedRouter:
     return LoadedRouter(router, policy, "ollama")
 
 
+def _ensemble(settings: Settings, labels: LabelSet) -> LoadedRouter:
+    from router.ensemble import EnsembleRouter
+
+    folder = Path(str(settings.router_model_dir)).parent / "router-ensemble"
+    meta = read_meta(folder, "python -m finetune ensemble")
+    check_labels(meta, labels, folder)
+    llm, embedding = _llm(settings, labels), _embedding(settings, labels)
+    router = EnsembleRouter(llm.router, embedding.router, float(meta["weight_llm"]), labels)
+    return LoadedRouter(router, FilterPolicy.from_json(meta.get("thresholds")), "ensemble")
+
+
 def _off(settings: Settings, labels: LabelSet) -> LoadedRouter:
     return LoadedRouter(OffRouter(), FilterPolicy(), "off")
 
@@ -93,6 +104,7 @@ BACKENDS: dict[str, Callable[[Settings, LabelSet], LoadedRouter]] = {
     "zero-shot": _zero_shot,
     "embedding": _embedding,
     "ollama": _ollama,
+    "ensemble": _ensemble,
     "off": _off,
 }
 
@@ -157,13 +169,20 @@ def availability(settings: Settings) -> dict[str, str | None]:
     """For `--list`: None when a backend can run here, else why not (cheap checks only)."""
     labels = load_categories(Path(str(settings.categories_file)))
     result: dict[str, str | None] = {}
+    made_by = {"llm": "python -m finetune RECIPE.yaml --install", "embedding": "python -m finetune embedding"}
     for name, folder in (("llm", settings.router_model_dir), ("embedding", settings.embedding_router_dir)):
         try:
-            check_labels(read_meta(Path(str(folder))), labels, Path(str(folder)))
+            check_labels(read_meta(Path(str(folder)), made_by[name]), labels, Path(str(folder)))
             result[name] = None
         except HousechatError as exc:
             result[name] = str(exc)
     result["llm-generate"] = result["llm"]
+    ensemble_dir = Path(str(settings.router_model_dir)).parent / "router-ensemble"
+    try:
+        check_labels(read_meta(ensemble_dir, "python -m finetune ensemble"), labels, ensemble_dir)
+        result["ensemble"] = result["llm"] or result["embedding"]
+    except HousechatError as exc:
+        result["ensemble"] = str(exc)
     try:
         from core.models import smollm2_gguf_path
 

@@ -249,3 +249,19 @@ def test_ollama_backend_against_a_loopback_server(ollama_fake, labels, embedding
     ollama_fake.stop()
     route = loaded.router.route("pool pump")
     assert route.backend == "embedding" and "not reachable" in route.fallback_reason
+
+
+def test_ensemble_mix_and_weight_tuning(tmp_path, labels) -> None:
+    from router.ensemble import fit_weight, mix
+
+    a = {c: 0.0 for c in labels.ids} | {"pool": 0.7, "water_heater": 0.3}
+    b = {c: 0.0 for c in labels.ids} | {"pool": 0.2, "water_heater": 0.8}
+    assert mix(a, b, 1.0)["pool"] == pytest.approx(0.7, abs=1e-6)
+    assert mix(a, b, 0.0)["water_heater"] == pytest.approx(0.8, abs=1e-6)
+    assert sum(mix(a, b, 0.5).values()) == pytest.approx(1.0)
+    # The llm is right on the first two, the embedding router on the third: a mix gets all three.
+    llm = [_route(a), _route(a), _route({c: 0.0 for c in labels.ids} | {"pool": 0.55, "water_heater": 0.45})]
+    emb = [_route(b | {"pool": 0.45, "water_heater": 0.55}), _route(b | {"pool": 0.4, "water_heater": 0.6}), _route(b)]
+    meta = fit_weight(llm, emb, ["pool", "pool", "water_heater"], labels, tmp_path, {})
+    assert meta["metrics"]["val_accuracy"] == 1.0 and 0.0 < meta["weight_llm"] < 1.0
+    assert json.loads((tmp_path / "meta.json").read_text())["categories_hash"] == labels.fingerprint()

@@ -40,6 +40,9 @@ def make_parser() -> argparse.ArgumentParser:
     )
     emb.add_argument("--output-dir", type=Path, default=None, help="default: the embedding router dir")
 
+    inst = sub.add_parser("install", help="make a run's best adapter the router model (fp16 weights)")
+    inst.add_argument("run", type=Path, help="a run folder (runs/<recipe>)")
+
     ens = sub.add_parser("ensemble", help="tune the llm+embedding mix weight and thresholds on val")
     ens.add_argument("--output-dir", type=Path, default=None, help="default: models/router-ensemble")
 
@@ -115,13 +118,9 @@ def run_train(args: argparse.Namespace) -> int:
         f"best val accuracy {meta['metrics']['val_accuracy']:.3f} at step {meta['metrics']['best_step']}; adapter in {out}"
     )
     if args.install:
-        import shutil
+        from finetune.train import install
 
-        target = Path(str(settings.router_model_dir))
-        if target.exists():
-            shutil.rmtree(target)
-        shutil.copytree(out, target)
-        print(f"installed as the router model in {target}")
+        print(f"installed as the router model in {install(out, Path(str(settings.router_model_dir)))}")
     return 0
 
 
@@ -147,6 +146,15 @@ def run_embedding(args: argparse.Namespace) -> int:
     print(
         f"embedding router: val accuracy {meta['metrics']['val_accuracy']:.3f}, thresholds {meta['thresholds']}; saved to {out}"
     )
+    return 0
+
+
+def run_install(args: argparse.Namespace) -> int:
+    from finetune.train import install
+
+    settings = from_env()
+    target = install(args.run / "adapter", Path(str(settings.router_model_dir)))
+    print(f"installed {args.run / 'adapter'} as the router model in {target}")
     return 0
 
 
@@ -190,5 +198,6 @@ COMMANDS = {
     "train": run_train,
     "embedding": run_embedding,
     "ensemble": run_ensemble,
+    "install": run_install,
     "export": run_export,
 }

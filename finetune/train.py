@@ -223,3 +223,22 @@ def plot_curve(history: dict[str, Any], path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def install(adapter_dir: Path, target: Path) -> Path:
+    """Copy a run's adapter to the router model dir, weights as fp16 (a few MB, committed as the default)."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    read_meta(adapter_dir)  # refuse a folder that is not a finished artifact
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(adapter_dir, tmp, ignore=shutil.ignore_patterns("README.md"))
+    weights = tmp / "adapter_model.safetensors"
+    if weights.exists():
+        save_file({k: v.half().contiguous() for k, v in load_file(weights).items()}, weights)
+    if target.exists():
+        shutil.rmtree(target)
+    tmp.rename(target)
+    return target

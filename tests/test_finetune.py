@@ -149,3 +149,17 @@ def test_export_smollm2_gguf_round_trip(tmp_path: Path) -> None:
     written = export(tmp_path / "run", from_env({}, var_dir=VAR), tmp_path / "export", want_gguf=True, want_ollama=True)
     assert written["gguf"].stat().st_size > 100_000_000  # F32 weights
     _same_predictions(tmp_path / "export")
+
+
+@needs_qwen3
+def test_install_writes_fp16_weights_the_router_loads(smoke_run: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from finetune.train import install
+    from router.registry import load_router
+
+    target = install(smoke_run / "adapter", tmp_path / "router-llm")
+    weights = load_file(target / "adapter_model.safetensors")
+    assert all(str(t.dtype) == "torch.float16" for t in weights.values())
+    route = load_router("llm", from_env({}, router_model_dir=target, var_dir=VAR), fallback=False).router.route("x")
+    assert route.backend == "llm"

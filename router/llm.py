@@ -100,10 +100,12 @@ class LabelScorer:
             for qi, q in enumerate(q_rows):
                 rows = [q + t[:-1] for t in self.label_tokens]
                 hidden = self._hidden(rows, use_cache)
-                for li, toks in enumerate(self.label_tokens):
-                    positions = list(range(len(q) - 1, len(q) - 1 + len(toks)))
-                    logp = self._log_probs(hidden[li, positions])
-                    out[qi, li] = sum(logp[j, t] for j, t in enumerate(toks))
+                # One vocabulary projection for every (label, position) that is read.
+                row_idx = [li for li, toks in enumerate(self.label_tokens) for _ in toks]
+                pos_idx = [len(q) - 1 + j for toks in self.label_tokens for j in range(len(toks))]
+                targets = torch.tensor([t for toks in self.label_tokens for t in toks])
+                picked = self._log_probs(hidden[row_idx, pos_idx]).gather(1, targets[:, None])[:, 0]
+                out[qi] = torch.zeros(len(self.label_tokens)).index_add_(0, torch.tensor(row_idx), picked)
             return out
 
     def probabilities(self, questions: list[str], use_cache: bool = True) -> Any:

@@ -9,10 +9,17 @@ from typing import Any
 
 
 def new_report_dir(root: Path, name: str) -> Path:
+    """A new folder `<root>/<name>-<time>`; two runs in the same second get `-2`, `-3`, ..."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    folder = Path(root) / f"{name}-{stamp}"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    Path(root).mkdir(parents=True, exist_ok=True)
+    for n in range(1, 1000):
+        folder = Path(root) / (f"{name}-{stamp}" if n == 1 else f"{name}-{stamp}-{n}")
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{root}: too many reports named {name}-{stamp}")
 
 
 def write_json(path: Path, data: Any) -> None:

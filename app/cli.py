@@ -52,7 +52,7 @@ def _add_common(parser: argparse.ArgumentParser, suppress: bool = False) -> None
         "--router-backend",
         metavar="NAME",
         default=default,
-        help="llm | embedding | zero-shot | ollama | off (env HOUSECHAT_ROUTER_BACKEND, default llm; "
+        help="llm | embedding | zero-shot | ollama | off (env HOUSECHAT_ROUTER_BACKEND, default embedding; "
         "falls back llm → embedding → off)",
     )
     parser.add_argument(

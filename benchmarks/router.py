@@ -1,6 +1,6 @@
 """Router latency: per backend, one question at a time and in batches, with and without the prefix cache.
 
-    .venv/bin/python -m benchmarks.router [--n 60] [--threads 0]
+    .venv/bin/python -m benchmarks.router [--n 60] [--threads 0] [--model DIR]
 
 Prints a table of p50/p95 milliseconds per question and each row's ratio to the embedding router.
 The `llm` rows use the installed adapter (models/router-llm) when there is one, else the bare
@@ -48,6 +48,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=60, help="test questions to route")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    parser.add_argument("--model", type=Path, help="llm router folder (default: the installed models/router-llm)")
     args = parser.parse_args()
 
     import torch
@@ -67,7 +68,7 @@ def main() -> None:
     questions = [json.loads(line)["question"] for line in lines]
 
     embedding = EmbeddingRouter.load(Path(str(settings.embedding_router_dir)), labels)
-    adapter = Path(str(settings.router_model_dir))
+    adapter = args.model or Path(str(settings.router_model_dir))
     if (adapter / "meta.json").exists():
         meta = read_meta(adapter)
         model, tokenizer = load_adapted_model(adapter, meta["base_model"], settings.var)

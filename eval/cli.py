@@ -40,7 +40,9 @@ def make_parser() -> argparse.ArgumentParser:
         choices=["none", "embedded", "ollama"],
         help="none = retrieval only (fast); embedded = SmolLM2 in process; ollama = the answer model",
     )
-    answers.add_argument("--backend", default=None, help="router backend for the `on` arm (default: settings, llm)")
+    answers.add_argument(
+        "--backend", default=None, help="router backend for the `on` arm (default: settings, embedding)"
+    )
     answers.add_argument("--k", type=int, default=5, help="chunks retrieved per question")
     answers.add_argument("--qa-file", type=Path, help="QA JSONL (default data/eval/qa.jsonl)")
     answers.add_argument("--limit", type=int, default=0, help="only the first N questions (quick runs)")

@@ -234,7 +234,8 @@ def install(adapter_dir: Path, target: Path) -> Path:
     read_meta(adapter_dir)  # refuse a folder that is not a finished artifact
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(adapter_dir, tmp, ignore=shutil.ignore_patterns("README.md"))
+    # The tokenizer comes from the base model at load time; only our own trained weights are kept.
+    shutil.copytree(adapter_dir, tmp, ignore=shutil.ignore_patterns("README.md", "tokenizer*", "chat_template.jinja"))
     weights = tmp / "adapter_model.safetensors"
     if weights.exists():
         save_file({k: v.half().contiguous() for k, v in load_file(weights).items()}, weights)

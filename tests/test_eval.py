@@ -322,3 +322,10 @@ def test_eval_answers_with_an_ollama_answerer(small_store, ollama_fake, tmp_path
     assert arms["off"]["keyword_coverage"] is not None
     sent = ollama_fake.chats()[-1]
     assert sent["think"] is False and sent["options"]["temperature"] == 0
+
+
+def test_report_folders_never_collide(tmp_path) -> None:
+    from eval.report import new_report_dir
+
+    first, second = new_report_dir(tmp_path, "routing"), new_report_dir(tmp_path, "routing")
+    assert first != second and first.is_dir() and second.is_dir()

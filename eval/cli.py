@@ -67,6 +67,7 @@ def run_routing(args: argparse.Namespace, command: str) -> int:
     from core.categories import load_categories
     from core.schemas import read_routing_examples
     from eval import report
+    from eval.metrics import confusion, reliability
     from eval.routing import markdown, run_backend, split_known
     from router.meta import labels_from_meta, read_meta
     from router.registry import BACKENDS
@@ -103,8 +104,6 @@ def run_routing(args: argparse.Namespace, command: str) -> int:
             continue
         results[name] = result.summary(labels)
         misrouted[name] = result.misrouted()
-        from eval.metrics import confusion, reliability
-
         correct = [p == g for p, g in zip(result.predicted, result.gold, strict=True)]
         curves[name] = reliability([r.confidence for r in result.routes], correct)
         report.plot_confusion(

@@ -7,7 +7,7 @@ import json
 import sys
 
 from core.errors import HousechatError
-from core.settings import from_env
+from core.settings import Settings, from_env
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -55,11 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def list_backends(settings: object, as_json: bool) -> int:
-    from core.settings import Settings
+def list_backends(settings: Settings, as_json: bool) -> int:
+    """Each backend and whether it can run here (cheap checks, no model loading)."""
     from router.registry import availability
 
-    assert isinstance(settings, Settings)
     status = availability(settings)
     if as_json:
         print(json.dumps({name: {"available": why is None, "reason": why} for name, why in status.items()}))

@@ -126,6 +126,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_embedding(args: argparse.Namespace) -> int:
     from core.schemas import read_routing_examples
+    from finetune.data import training_data_hash
     from router.embedding import fit
 
     settings = from_env()
@@ -136,11 +137,7 @@ def run_embedding(args: argparse.Namespace) -> int:
     val, val_errors = read_routing_examples(routing / "val.jsonl", known)
     if errors or val_errors:
         raise HousechatError("\n".join(str(e) for e in errors + val_errors))
-    import hashlib
-
-    data_hash = hashlib.sha256(
-        (routing / "train.jsonl").read_bytes() + (routing / "val.jsonl").read_bytes()
-    ).hexdigest()[:16]
+    data_hash = training_data_hash(routing / "train.jsonl", routing / "val.jsonl")
     out = args.output_dir or Path(str(settings.embedding_router_dir))
     meta = fit(train, val, labels, out, data_hash)
     print(

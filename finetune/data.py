@@ -24,6 +24,11 @@ SEED = 13
 NEAR_DUPLICATE_COSINE = 0.95
 
 
+def training_data_hash(train_path: Path, val_path: Path) -> str:
+    """The provenance hash of the files a router was fit on (train + val; never test)."""
+    return hashlib.sha256(Path(train_path).read_bytes() + Path(val_path).read_bytes()).hexdigest()[:16]
+
+
 def normalise(text: str) -> str:
     """Lowercase, punctuation dropped, whitespace folded: what counts as 'the same question'."""
     return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())

@@ -7,7 +7,6 @@ policy's thresholds; the test split is only for `python -m eval routing`.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import random
@@ -23,6 +22,7 @@ from core.errors import HousechatError
 from core.models import SMOLLM2, TINY_QWEN3, file_hash, load_causal_lm, resolve_base
 from core.schemas import RoutingExample, read_routing_examples
 from core.settings import Settings
+from finetune.data import training_data_hash
 from finetune.recipe import Recipe
 from router.base import route_from_scores
 from router.meta import label_meta, read_meta, write_meta
@@ -55,7 +55,7 @@ def load_training_data(recipe: Recipe, settings: Settings) -> TrainingData:
     problems = errors + val_errors
     if problems:
         raise HousechatError("\n".join(str(p) for p in problems[:20]) + f"\n{len(problems)} problem(s) in the data")
-    digest = hashlib.sha256(train_path.read_bytes() + val_path.read_bytes()).hexdigest()[:16]
+    digest = training_data_hash(train_path, val_path)
     rng = random.Random(recipe.seed)
     if recipe.max_train_examples:
         train = rng.sample(train, min(recipe.max_train_examples, len(train)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import random
 from collections.abc import Sequence
 
@@ -104,12 +105,23 @@ def reciprocal_rank(ranked: Sequence[str], gold: Sequence[str]) -> float:
     return 0.0
 
 
+def keyword_pattern(keyword: str) -> re.Pattern[str]:
+    """A keyword as a whole token: "$29" does not match "$290", "34" not "1340".
+
+    Case and spacing are loose ("135 °F" matches "135°F"), so a right answer is not failed on form.
+    """
+    parts = [re.escape(p) for p in keyword.split()]
+    body = r"\s*".join(parts)
+    head = r"(?<![0-9a-z])" if keyword[:1].isalnum() else ""
+    tail = r"(?![0-9a-z])" if keyword[-1:].isalnum() else ""
+    return re.compile(head + body + tail, re.IGNORECASE)
+
+
 def keyword_coverage(answer: str, keywords: Sequence[str]) -> float:
-    """Share of the keywords (case-insensitive) that the answer states."""
+    """Share of the keywords that the answer states, each matched as a whole token."""
     if not keywords:
         return 1.0
-    low = answer.lower()
-    return sum(k.lower() in low for k in keywords) / len(keywords)
+    return sum(bool(keyword_pattern(k).search(answer)) for k in keywords) / len(keywords)
 
 
 def paired_bootstrap(a: Sequence[float], b: Sequence[float], n_boot: int = 2000, seed: int = 13) -> dict[str, float]:

@@ -10,6 +10,7 @@ from typing import Any
 from core.errors import HousechatError
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
+CODE_ROWS = ("frozen", "trained", "from_names")
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,10 @@ class Recipe:
     lora_dropout: float = 0.05
     target_modules: str | list[str] = "all-linear"  # PEFT's default would be q,v only
     full_finetune: bool = False  # train every weight instead of a LoRA adapter
+    # codes only: the code tokens' output-embedding rows. frozen = the base's rows (LoRA must learn
+    # 20 arbitrary associations); trained = those rows train with the adapter; from_names = trained,
+    # starting from the mean row of each category name's tokens, so a code starts out meaning its name.
+    code_rows: str = "frozen"  # frozen | trained | from_names
     epochs: float = 3.0
     max_steps: int = -1  # > 0 caps the number of optimizer steps (smoke runs)
     learning_rate: float = 1e-3
@@ -84,6 +89,13 @@ def load_recipe(path: Path, **overrides: Any) -> Recipe:
         raise HousechatError(f"{path}:{_line_of(path, 'label_format')}: label_format must be codes or names")
     if recipe.engine not in ("auto", "trl", "unsloth"):
         raise HousechatError(f"{path}:{_line_of(path, 'engine')}: engine must be auto, trl or unsloth")
+    if recipe.code_rows not in CODE_ROWS:
+        raise HousechatError(f"{path}:{_line_of(path, 'code_rows')}: code_rows must be {', '.join(CODE_ROWS)}")
+    if recipe.code_rows != "frozen" and (recipe.label_format != "codes" or recipe.full_finetune):
+        raise HousechatError(
+            f"{path}:{_line_of(path, 'code_rows')}: code_rows {recipe.code_rows!r} needs label_format codes "
+            "and a LoRA adapter — remove it or set `label_format: codes`"
+        )
     return recipe
 
 

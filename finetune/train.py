@@ -78,6 +78,38 @@ def rows_for(
     ]
 
 
+def code_rows(recipe: Recipe, model: Any, tokenizer: Any, labels: LabelSet) -> dict[str, list[int]] | None:
+    """The code tokens' output-embedding rows to train, as PEFT's `trainable_token_indices`.
+
+    With `from_names`, each code's row first becomes the mean row of its category name's tokens
+    (rescaled to the codes' mean norm), so training starts from the names' prior instead of 20
+    meaningless tokens. The adapter stores the trained rows; the base on disk is never changed.
+    """
+    if recipe.code_rows == "frozen":
+        return None
+    import torch
+
+    ids = []
+    for code in labels.labels("codes"):
+        tokens = tokenizer.encode(code, add_special_tokens=False)
+        if len(tokens) != 1:
+            raise HousechatError(f"code {code!r} is {len(tokens)} tokens for this base — pick single-token codes")
+        ids.append(tokens[0])
+    output = model.get_output_embeddings()
+    tied = output.weight is model.get_input_embeddings().weight
+    module = model.get_input_embeddings() if tied else output  # PEFT follows a tied lm_head by itself
+    name = next(n for n, m in model.named_modules() if m is module).rsplit(".", 1)[-1]
+    if recipe.code_rows == "from_names":
+        weight = output.weight
+        with torch.no_grad():
+            norm = weight[ids].norm(dim=1).mean()
+            for token, label in zip(ids, labels.labels("names"), strict=True):
+                name_ids = tokenizer.encode(" ".join(label.split("_")), add_special_tokens=False)
+                row = weight[name_ids].mean(dim=0)
+                weight[token] = row / row.norm() * norm
+    return {name: ids}
+
+
 def plan(recipe: Recipe, data: TrainingData) -> dict[str, Any]:
     steps_per_epoch = math.ceil(len(data.train) / (recipe.batch_size * recipe.grad_accum))
     steps = recipe.max_steps if recipe.max_steps > 0 else math.ceil(steps_per_epoch * recipe.epochs)
@@ -128,6 +160,8 @@ def train(recipe: Recipe, settings: Settings) -> dict[str, Any]:
         import torch
 
         torch.set_num_threads(recipe.threads)
+    if engine == "unsloth" and recipe.code_rows != "frozen":
+        raise HousechatError(f"code_rows {recipe.code_rows!r} needs the trl engine — set `engine: trl` in the recipe")
     if engine == "unsloth":
         from transformers import AutoTokenizer
 
@@ -147,8 +181,17 @@ def train(recipe: Recipe, settings: Settings) -> dict[str, Any]:
     if engine == "unsloth":
         history, _, _ = unsloth_engine.train(recipe, rows, validate, save_best, out_dir)
     else:
+        trainable_rows = code_rows(recipe, model, tokenizer, data.labels)
         history = trl_engine.train(
-            recipe, model, tokenizer, rows, validate, save_best, out_dir, use_peft=not recipe.full_finetune
+            recipe,
+            model,
+            tokenizer,
+            rows,
+            validate,
+            save_best,
+            out_dir,
+            use_peft=not recipe.full_finetune,
+            trainable_rows=trainable_rows,
         )
     log_path = out_dir / "train_log.jsonl"
     log_path.write_text("".join(json.dumps(h) + "\n" for h in history["log"] + history["evals"]))

@@ -1,7 +1,10 @@
-"""The `embedding` router: MiniLM sentence embeddings + a logistic-regression head.
+"""The `embedding` router: MiniLM sentence embeddings (+ character n-grams) and a logistic-regression head.
 
-Fast (a few ms), needs no LLM, and is the fallback when the `llm` router cannot run. The head is
-saved as plain arrays (`head.npz`, no pickle) beside its `meta.json`.
+Fast (a few ms), needs no LLM, and is the fallback when the `llm` router cannot run. MiniLM knows
+what "the hob won't click" means but not our vendors and models ("Corvane", "NM-1250"): character
+2–5-gram TF-IDF features carry those. Their weight against MiniLM (0 = MiniLM only) and C are
+picked on val. The head and the n-gram vocabulary are saved as plain arrays (`head.npz`, no
+pickle) beside its `meta.json`.
 """
 
 from __future__ import annotations
@@ -13,20 +16,41 @@ from typing import Any
 
 from core.categories import LabelSet
 from core.errors import HousechatError
-from core.models import MINILM, embed
+from core.models import MINILM, MINILM_DIM, embed
 from core.schemas import RoutingExample
 from router.base import Route, route_from_scores
 from router.meta import check_labels, label_meta, read_meta, write_meta
 from router.policy import FilterPolicy, tune
 
 C_GRID = (1.0, 4.0, 16.0, 64.0)
+CHAR_WEIGHTS = (0.0, 1.0, 2.0, 3.0)  # n-gram block weight against MiniLM; 0 = MiniLM only
+NGRAMS = (2, 5)
+
+
+def char_vectorizer(vocabulary: list[str] | None = None) -> Any:
+    """Character 2–5-grams inside word boundaries, sublinear TF-IDF, L2-normalised."""
+    import numpy as np
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    return TfidfVectorizer(
+        analyzer="char_wb", ngram_range=NGRAMS, sublinear_tf=True, min_df=2, vocabulary=vocabulary, dtype=np.float32
+    )
 
 
 class EmbeddingRouter:
     name = "embedding"
 
-    def __init__(self, coef: Any, intercept: Any, labels: LabelSet, policy: FilterPolicy | None = None) -> None:
+    def __init__(
+        self,
+        coef: Any,
+        intercept: Any,
+        labels: LabelSet,
+        policy: FilterPolicy | None = None,
+        chars: Any = None,
+        char_weight: float = 0.0,
+    ) -> None:
         self.coef, self.intercept, self.labels = coef, intercept, labels
+        self.chars, self.char_weight = chars, char_weight
         self.policy = policy or FilterPolicy()
         self.codes = {c.id: c.code for c in labels.categories}
 
@@ -39,12 +63,29 @@ class EmbeddingRouter:
         if meta.get("embedding_model") != MINILM:
             raise HousechatError(f"{model_dir}: head was fit on {meta.get('embedding_model')} embeddings — refit it")
         head = np.load(Path(model_dir) / "head.npz")
-        return cls(head["coef"], head["intercept"], labels, FilterPolicy.from_json(meta.get("thresholds")))
+        chars, weight = None, float(meta.get("char_weight", 0.0))
+        vocab = [str(g) for g in head["char_vocab"]] if weight else []
+        if head["coef"].shape[1] != MINILM_DIM + len(vocab) or (weight and len(head["char_idf"]) != len(vocab)):
+            raise HousechatError(f"{model_dir}: head.npz does not match its meta.json — refit it")
+        if weight:
+            chars = char_vectorizer(vocab)
+            chars.idf_ = head["char_idf"]
+        policy = FilterPolicy.from_json(meta.get("thresholds"))
+        return cls(head["coef"], head["intercept"], labels, policy, chars, weight)
+
+    def features(self, questions: list[str]) -> Any:
+        """MiniLM embeddings, then the weighted n-gram block when the head was fit with one."""
+        import numpy as np
+
+        x = embed(questions)
+        if not self.char_weight:
+            return x
+        return np.hstack([x, self.char_weight * self.chars.transform(questions).toarray().astype(x.dtype)])
 
     def probabilities(self, questions: list[str]) -> Any:
         import numpy as np
 
-        logits = embed(questions) @ self.coef.T + self.intercept
+        logits = self.features(questions) @ self.coef.T + self.intercept
         logits -= logits.max(axis=1, keepdims=True)
         exp = np.exp(logits)
         return exp / exp.sum(axis=1, keepdims=True)
@@ -63,37 +104,52 @@ class EmbeddingRouter:
 
 
 def fit(
-    train: list[RoutingExample], val: list[RoutingExample], labels: LabelSet, out_dir: Path, data_hash: str = ""
+    train: list[RoutingExample],
+    val: list[RoutingExample],
+    labels: LabelSet,
+    out_dir: Path,
+    data_hash: str = "",
+    char_weights: tuple[float, ...] = CHAR_WEIGHTS,
 ) -> dict[str, Any]:
-    """Fit the head on train, pick C and the filter thresholds on val, save head + meta.json."""
+    """Fit the head on train; pick the n-gram weight, C and the filter thresholds on val; save head + meta.json."""
     import numpy as np
     from sklearn.linear_model import LogisticRegression
 
     index = {c: i for i, c in enumerate(labels.ids)}
-    x_train, x_val = embed([e.question for e in train]), embed([e.question for e in val])
+    train_q, val_q = [e.question for e in train], [e.question for e in val]
+    x_train, x_val = embed(train_q), embed(val_q)
+    chars = char_vectorizer().fit(train_q)
+    c_train, c_val = chars.transform(train_q).toarray(), chars.transform(val_q).toarray()
     y_train = np.array([index[e.category] for e in train])
     y_val = np.array([index[e.category] for e in val])
-    best: tuple[float, float, Any] = (-1.0, 0.0, None)
-    for c in C_GRID:
-        clf = LogisticRegression(C=c, max_iter=3000).fit(x_train, y_train)
-        acc = float((clf.predict(x_val) == y_val).mean())
-        if acc > best[0]:
-            best = (acc, c, clf)
-    val_acc, c_best, clf = best
+    best: tuple[float, float, float, Any] = (-1.0, 0.0, 0.0, None)
+    for weight in char_weights:  # ties keep the simpler (smaller) weight
+        a_train = np.hstack([x_train, weight * c_train]) if weight else x_train
+        a_val = np.hstack([x_val, weight * c_val]) if weight else x_val
+        for c in C_GRID:
+            clf = LogisticRegression(C=c, max_iter=3000).fit(a_train, y_train)
+            acc = float((clf.predict(a_val) == y_val).mean())
+            if acc > best[0]:
+                best = (acc, weight, c, clf)
+    val_acc, w_best, c_best, clf = best
     # Full-width arrays even if a label is absent from train (its logit stays very low).
-    coef = np.full((len(labels), x_train.shape[1]), 0.0, dtype=np.float32)
+    coef = np.full((len(labels), clf.coef_.shape[1]), 0.0, dtype=np.float32)
     intercept = np.full(len(labels), -30.0, dtype=np.float32)
     coef[clf.classes_] = clf.coef_
     intercept[clf.classes_] = clf.intercept_
-    router = EmbeddingRouter(coef, intercept, labels)
-    routes = router.route_batch([e.question for e in val])
+    vocab = [str(g) for g in chars.get_feature_names_out()] if w_best else []
+    router = EmbeddingRouter(coef, intercept, labels, chars=chars if w_best else None, char_weight=w_best)
+    routes = router.route_batch(val_q)
     policy, utility = tune(routes, [e.category for e in val])
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    np.savez(out_dir / "head.npz", coef=coef, intercept=intercept)
+    idf = chars.idf_ if w_best else np.zeros(0)
+    np.savez(out_dir / "head.npz", coef=coef, intercept=intercept, char_vocab=np.array(vocab, dtype=str), char_idf=idf)
     meta = {
         "kind": "embedding",
         "embedding_model": MINILM,
+        "features": f"MiniLM + {w_best} x char {NGRAMS[0]}-{NGRAMS[1]}-gram TF-IDF" if w_best else "MiniLM",
+        "char_weight": w_best,
         "classifier": f"LogisticRegression(C={c_best})",
         **label_meta(labels),
         "data_hash": data_hash,

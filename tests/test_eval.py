@@ -46,6 +46,11 @@ def test_ranking_scores_including_empty_and_ties() -> None:
     assert metrics.keyword_coverage(
         "It cost $412 on 2024-04-22.", ["$412", "2024-04-22", "Bluecrest"]
     ) == pytest.approx(2 / 3)
+    # Keywords match whole tokens: a longer number is a different fact; spacing and case are loose.
+    assert metrics.keyword_coverage("The plan is $290 a year.", ["$29"]) == 0.0
+    assert metrics.keyword_coverage("Set it to 1340 rpm.", ["34"]) == 0.0
+    assert metrics.keyword_coverage("It is $29, set to 34.", ["$29", "34"]) == 1.0
+    assert metrics.keyword_coverage("Keep it at 135°F; call FERNWAY.", ["135 °F", "Fernway"]) == 1.0
     assert metrics.percentile([1, 2, 3, 4], 50) == 2.5 and metrics.percentile([], 95) == 0.0
 
 

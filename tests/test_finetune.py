@@ -36,10 +36,12 @@ def test_shipped_recipes_load() -> None:
         recipe = load_recipe(Path(name))
         assert recipe.target_modules == "all-linear" and recipe.label_format in ("codes", "names")
     codes, names_ = load_recipe(Path("smollm2-135m-codes")), load_recipe(Path("smollm2-135m-names"))
-    # The experiment differs in the label format only.
-    assert {k: v for k, v in vars(codes).items() if k not in ("name", "label_format", "notes")} == {
-        k: v for k, v in vars(names_).items() if k not in ("name", "label_format", "notes")
-    }
+    from_names = load_recipe(Path("smollm2-135m-codes-from-names"))
+    # The experiment's three arms differ in the label format and the code rows only.
+    same = ("name", "label_format", "code_rows", "notes")
+    arms = [{k: v for k, v in vars(r).items() if k not in same} for r in (codes, names_, from_names)]
+    assert arms[0] == arms[1] == arms[2]
+    assert (codes.code_rows, names_.code_rows, from_names.code_rows) == ("frozen", "frozen", "from_names")
 
 
 def test_bad_recipe_key_is_named(tmp_path: Path) -> None:
@@ -53,6 +55,37 @@ def test_bad_recipe_key_is_named(tmp_path: Path) -> None:
     with pytest.raises(HousechatError, match="label_format must be codes or names"):
         load_recipe(bad)
     assert main(["train", str(bad)]) == 1
+    bad.write_text("base_model: tiny:qwen3\nlabel_format: codes\ncode_rows: random\n")
+    with pytest.raises(HousechatError, match="r.yaml:3: code_rows must be frozen, trained, from_names"):
+        load_recipe(bad)
+    bad.write_text("base_model: tiny:qwen3\nlabel_format: names\ncode_rows: from_names\n")
+    with pytest.raises(HousechatError, match="r.yaml:3: code_rows 'from_names' needs label_format codes"):
+        load_recipe(bad)
+
+
+@needs_qwen3
+def test_code_rows_start_from_the_category_names() -> None:
+    import torch
+
+    from core.models import TINY_QWEN3, load_causal_lm
+    from finetune.train import code_rows
+
+    labels = load_categories(ROOT / "data" / "categories.yaml")
+    model, tokenizer = load_causal_lm(TINY_QWEN3, VAR, cache=False)
+    weight = model.get_output_embeddings().weight
+    before = weight.detach().clone()
+    assert code_rows(load_recipe(Path("tiny-qwen3-smoke"), code_rows="frozen"), model, tokenizer, labels) is None
+    assert torch.equal(weight, before)
+    rows = code_rows(load_recipe(Path("tiny-qwen3-smoke")), model, tokenizer, labels)
+    assert rows is not None and list(rows) == ["embed_tokens"]  # tied: PEFT follows lm_head itself
+    ids = rows["embed_tokens"]
+    assert ids == [tokenizer.encode(c, add_special_tokens=False)[0] for c in labels.labels("codes")]
+    norm = before[ids].norm(dim=1).mean()
+    pool = before[tokenizer.encode("pool", add_special_tokens=False)].mean(dim=0)
+    pool_code = ids[labels.ids.index("pool")]
+    assert torch.allclose(weight[pool_code], pool / pool.norm() * norm, atol=1e-6)
+    changed = (weight != before).any(dim=1).nonzero().flatten().tolist()
+    assert sorted(changed) == sorted(ids)  # only the code rows moved
 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path: Path, capsys) -> None:
@@ -82,6 +115,27 @@ def test_smoke_recipe_trains_with_falling_loss_and_a_valid_meta(smoke_run: Path)
     assert meta["categories_hash"] == labels.fingerprint() and meta["data_hash"]
     assert set(meta["thresholds"]) == {"single", "pair"} and 0 <= meta["metrics"]["val_accuracy"] <= 1
     assert (smoke_run / "adapter" / "adapter_model.safetensors").exists() and (smoke_run / "curve.png").exists()
+
+
+@needs_qwen3
+def test_trained_code_rows_are_saved_and_merged_into_the_loaded_router(smoke_run: Path) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    from core.models import TINY_QWEN3, load_causal_lm
+    from router.llm import load_adapted_model
+
+    weights = load_file(smoke_run / "adapter" / "adapter_model.safetensors")
+    rows = next(v for k, v in weights.items() if k.endswith("trainable_tokens_delta"))
+    merged, tokenizer = load_adapted_model(smoke_run / "adapter", TINY_QWEN3, VAR)
+    base, _ = load_causal_lm(TINY_QWEN3, VAR, cache=False)
+    ids = [
+        tokenizer.encode(c, add_special_tokens=False)[0]
+        for c in load_categories(ROOT / "data" / "categories.yaml").labels("codes")
+    ]
+    out = merged.get_output_embeddings().weight
+    assert rows.shape == (20, out.shape[1]) and torch.allclose(out[ids], rows.float())
+    assert not torch.allclose(out[ids], base.get_output_embeddings().weight[ids])  # trained, not the base's
 
 
 @needs_qwen3

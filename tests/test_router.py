@@ -166,6 +166,28 @@ def test_embedding_router_fits_saves_and_loads(embedding_dir, labels) -> None:
     assert hits / len(val) > 0.4  # far above the 5% of chance on 20 labels
 
 
+def test_embedding_router_with_char_ngrams_reloads_to_the_same_scores(labels, tmp_path) -> None:
+    import numpy as np
+
+    from router.embedding import EmbeddingRouter, fit
+
+    train, _ = read_routing_examples(ROOT / "data" / "routing" / "train.jsonl")
+    val, _ = read_routing_examples(ROOT / "data" / "routing" / "val.jsonl")
+    meta = fit(train[:300], val[:60], labels, tmp_path / "chars", char_weights=(2.0,))
+    assert meta["char_weight"] == 2.0 and "char 2-5-gram" in meta["features"]
+    router = EmbeddingRouter.load(tmp_path / "chars", labels)
+    questions = [e.question for e in val[:60]]
+    features = router.features(questions)
+    assert features.shape[1] > 384 and np.abs(features[:, 384:]).sum() > 0  # the n-gram block is there
+    hits = sum(r.category == e.category for r, e in zip(router.route_batch(questions), val[:60], strict=True))
+    assert hits / 60 == pytest.approx(meta["metrics"]["val_accuracy"], abs=1e-4)  # saved vocab + idf reproduce the fit
+    head = dict(np.load(tmp_path / "chars" / "head.npz"))
+    head["char_vocab"] = head["char_vocab"][:-5]  # a vocabulary that no longer fits the coefficients
+    np.savez(tmp_path / "chars" / "head.npz", **head)
+    with pytest.raises(HousechatError, match="does not match its meta.json — refit it"):
+        EmbeddingRouter.load(tmp_path / "chars", labels)
+
+
 def test_router_refuses_a_model_trained_on_other_categories(embedding_dir, labels, tmp_path) -> None:
     from router.embedding import EmbeddingRouter
 

@@ -18,7 +18,8 @@ ValFn = Callable[[Any], tuple[float, Any]]  # model -> (val accuracy, val probab
 SaveFn = Callable[[Any, dict[str, Any]], None]  # (model, history) -> None: persist a new best
 
 
-def lora_config(recipe: Recipe) -> Any:
+def lora_config(recipe: Recipe, trainable_rows: dict[str, list[int]] | None = None) -> Any:
+    """LoRA on the recipe's targets; `trainable_rows` ({embedding module: token ids}) train with it."""
     from peft import LoraConfig
 
     return LoraConfig(
@@ -26,6 +27,7 @@ def lora_config(recipe: Recipe) -> Any:
         lora_alpha=recipe.lora_alpha,
         lora_dropout=recipe.lora_dropout,
         target_modules=recipe.target_modules,
+        trainable_token_indices=trainable_rows or None,
         task_type="CAUSAL_LM",
     )
 
@@ -39,6 +41,7 @@ def train(
     save_best: SaveFn,
     out_dir: Path,
     use_peft: bool = True,
+    trainable_rows: dict[str, list[int]] | None = None,
 ) -> dict[str, Any]:
     """Train; each new best model by val accuracy goes to `save_best`. Returns the history."""
     import torch
@@ -103,12 +106,25 @@ def train(
         dataloader_num_workers=0,
         gradient_checkpointing=False,  # TRL turns it on by default: recomputation only costs time at this size
     )
-    trainer = SFTTrainer(
+    trainer_class = SFTTrainer
+    if trainable_rows:
+        # TRL's fused LM-head loss multiplies by `lm_head.weight` directly, which skips PEFT's trained
+        # token rows (and fails on their wrapper). The model's own forward applies them.
+        from transformers import Trainer
+
+        class PlainLossSFTTrainer(SFTTrainer):  # type: ignore[misc]
+            def compute_loss(
+                self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None
+            ) -> Any:
+                return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+
+        trainer_class = PlainLossSFTTrainer
+    trainer = trainer_class(
         model=model,
         args=config,
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
-        peft_config=lora_config(recipe) if use_peft else None,
+        peft_config=lora_config(recipe, trainable_rows) if use_peft else None,
         callbacks=[ValidateAndKeepBest()],
     )
     trainer.train()

@@ -36,9 +36,15 @@ def make_parser() -> argparse.ArgumentParser:
     train.add_argument("--threads", type=int, help="torch CPU threads (1 is faster on a loaded 2-core machine)")
 
     emb = sub.add_parser(
-        "embedding", help="fit the embedding router (MiniLM + logistic regression) on train, tune on val"
+        "embedding",
+        help="fit the embedding router (MiniLM + char n-grams, logistic regression) on train + the notes, tune on val",
     )
     emb.add_argument("--output-dir", type=Path, default=None, help="default: the embedding router dir")
+    emb.add_argument(
+        "--no-notes",
+        action="store_true",
+        help="train on the routing questions only (default: the house notes' paragraphs join train)",
+    )
 
     inst = sub.add_parser("install", help="make a run's best adapter the router model (fp16 weights)")
     inst.add_argument("run", type=Path, help="a run folder (runs/<recipe>)")
@@ -125,8 +131,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_embedding(args: argparse.Namespace) -> int:
-    from core.schemas import read_routing_examples
-    from finetune.data import training_data_hash
+    from core.schemas import RoutingExample, read_routing_examples
+    from finetune.data import note_examples, training_data_hash
     from router.embedding import fit
 
     settings = from_env()
@@ -139,7 +145,12 @@ def run_embedding(args: argparse.Namespace) -> int:
         raise HousechatError("\n".join(str(e) for e in errors + val_errors))
     data_hash = training_data_hash(routing / "train.jsonl", routing / "val.jsonl")
     out = args.output_dir or Path(str(settings.embedding_router_dir))
-    meta = fit(train, val, labels, out, data_hash)
+    notes: list[RoutingExample] = []
+    if not args.no_notes:
+        notes, notes_hash = note_examples(Path(str(settings.notes_dir)), labels)
+        data_hash = f"{data_hash}+notes:{notes_hash}"
+        print(f"{len(notes)} note paragraphs from {settings.notes_dir} join the {len(train)} training questions")
+    meta = fit(train, val, labels, out, data_hash, extra=notes)
     print(
         f"embedding router: val accuracy {meta['metrics']['val_accuracy']:.3f}, thresholds {meta['thresholds']}; saved to {out}"
     )

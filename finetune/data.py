@@ -24,6 +24,36 @@ SEED = 13
 NEAR_DUPLICATE_COSINE = 0.95
 
 
+def note_examples(notes_dir: Path, labels: LabelSet) -> tuple[list[RoutingExample], str]:
+    """The house notes as extra routing examples: "title. paragraph" labelled with the note's category.
+
+    The notes name the family's own vendors, products and people ("Truelevel", "Nico") that no
+    routing question in train may mention; the router learns them from here. A note without a
+    known category is skipped (ingest reports it). Returns the examples and a hash of the notes.
+    """
+    import yaml
+
+    examples, digest = [], hashlib.sha256()
+    for path in sorted(Path(notes_dir).glob("**/*.md")):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        digest.update(path.name.encode() + b"\0" + text.encode())
+        head, body = "", text
+        if text.startswith("---"):
+            _, head, body = (text.split("---", 2) + ["", ""])[:3]
+        try:
+            front = yaml.safe_load(head) or {}
+        except yaml.YAMLError:
+            continue
+        if not isinstance(front, dict) or front.get("category") not in labels.ids:
+            continue
+        title = str(front.get("title") or path.stem)
+        for paragraph in re.split(r"\n\s*\n", body):
+            words = " ".join(paragraph.split())
+            if len(words) > 30:
+                examples.append(RoutingExample(question=f"{title}. {words[:400]}", category=str(front["category"])))
+    return examples, digest.hexdigest()[:16]
+
+
 def training_data_hash(train_path: Path, val_path: Path) -> str:
     """The provenance hash of the files a router was fit on (train + val; never test)."""
     return hashlib.sha256(Path(train_path).read_bytes() + Path(val_path).read_bytes()).hexdigest()[:16]

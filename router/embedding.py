@@ -110,12 +110,15 @@ def fit(
     out_dir: Path,
     data_hash: str = "",
     char_weights: tuple[float, ...] = CHAR_WEIGHTS,
+    extra: list[RoutingExample] | tuple[RoutingExample, ...] = (),
 ) -> dict[str, Any]:
-    """Fit the head on train; pick the n-gram weight, C and the filter thresholds on val; save head + meta.json."""
+    """Fit the head on train (+ `extra`, e.g. the notes); pick the n-gram weight, C and the thresholds on val."""
     import numpy as np
     from sklearn.linear_model import LogisticRegression
 
     index = {c: i for i, c in enumerate(labels.ids)}
+    n_questions = len(train)
+    train = list(train) + list(extra)
     train_q, val_q = [e.question for e in train], [e.question for e in val]
     x_train, x_val = embed(train_q), embed(val_q)
     chars = char_vectorizer().fit(train_q)
@@ -154,7 +157,12 @@ def fit(
         **label_meta(labels),
         "data_hash": data_hash,
         "thresholds": policy.to_json(),
-        "metrics": {"val_accuracy": round(val_acc, 4), "val_policy_utility": round(utility, 4), "n_train": len(train)},
+        "metrics": {
+            "val_accuracy": round(val_acc, 4),
+            "val_policy_utility": round(utility, 4),
+            "n_train": n_questions,
+            "n_extra": len(train) - n_questions,
+        },
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     write_meta(out_dir, meta)

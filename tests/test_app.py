@@ -186,7 +186,7 @@ def test_ollama_down_or_model_missing_falls_back_with_a_banner(
 
 
 def test_pipeline_end_to_end_with_embedded_models(settings_for: Callable[..., Settings]) -> None:
-    """The default router (ensemble, or its embedding fallback) → filter → Chroma → SmolLM2."""
+    """The default router (embedding) → filter → Chroma → SmolLM2."""
     pipeline = Pipeline.load(settings_for(answerer="embedded"))
     texts, answer = [], None
     for answer in pipeline.stream(FLUSH):
@@ -194,7 +194,7 @@ def test_pipeline_end_to_end_with_embedded_models(settings_for: Callable[..., Se
     assert answer is not None and answer.done and answer.text
     assert texts[0] == "" and len(set(texts)) > 2  # streamed
     assert answer.answerer.name == "embedded" and answer.answerer.note is None
-    assert answer.route.category == "water_heater" and answer.route.backend in ("ensemble", "embedding")
+    assert answer.route.category == "water_heater" and answer.route.backend == "embedding"
     assert answer.where is not None and "water_heater" in json.dumps(answer.where)
     assert answer.sources[0].note_id == "water_heater-flush-2024"
     assert set(answer.timings) == {"route", "retrieve", "first_token", "answer", "total"}

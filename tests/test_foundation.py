@@ -164,3 +164,22 @@ def test_data_command_prints_the_table(capsys) -> None:
     assert main(["data"]) == 0
     out = capsys.readouterr().out
     assert "TOTAL" in out and "water_heater" in out and "data hash" in out
+
+
+def test_notes_become_routing_examples_and_bad_notes_are_skipped(tmp_path: Path, labels, write_note) -> None:
+    from finetune.data import note_examples
+
+    write_note(
+        tmp_path,
+        "pool-leak",
+        "pool",
+        "Truelevel found the leak at the skimmer throat in May 2024.\n\nIt cost $480 including the dye test.",
+        title="Pool leak detection",
+    )
+    write_note(tmp_path, "mystery", "spaceships", "A paragraph long enough to count as a real training example.")
+    (tmp_path / "broken.md").write_text("---\ncategory: [pool\n---\nA paragraph long enough to count as an example.\n")
+    examples, digest = note_examples(tmp_path, labels)
+    assert [e.category for e in examples] == ["pool", "pool"]  # unknown category and bad YAML skipped
+    assert examples[0].question == "Pool leak detection. Truelevel found the leak at the skimmer throat in May 2024."
+    write_note(tmp_path, "pool-leak", "pool", "Truelevel came back in June.", title="Pool leak detection")
+    assert note_examples(tmp_path, labels)[1] != digest  # the hash follows the notes

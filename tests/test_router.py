@@ -173,8 +173,9 @@ def test_embedding_router_with_char_ngrams_reloads_to_the_same_scores(labels, tm
 
     train, _ = read_routing_examples(ROOT / "data" / "routing" / "train.jsonl")
     val, _ = read_routing_examples(ROOT / "data" / "routing" / "val.jsonl")
-    meta = fit(train[:300], val[:60], labels, tmp_path / "chars", char_weights=(2.0,))
+    meta = fit(train[:300], val[:60], labels, tmp_path / "chars", char_weights=(2.0,), extra=train[300:340])
     assert meta["char_weight"] == 2.0 and "char 2-5-gram" in meta["features"]
+    assert (meta["metrics"]["n_train"], meta["metrics"]["n_extra"]) == (300, 40)  # extra examples train, not val
     router = EmbeddingRouter.load(tmp_path / "chars", labels)
     questions = [e.question for e in val[:60]]
     features = router.features(questions)

@@ -52,8 +52,8 @@ def _add_common(parser: argparse.ArgumentParser, suppress: bool = False) -> None
         "--router-backend",
         metavar="NAME",
         default=default,
-        help="llm | embedding | zero-shot | ollama | off (env HOUSECHAT_ROUTER_BACKEND, default embedding; "
-        "falls back llm → embedding → off)",
+        help="embedding | llm | ensemble | zero-shot | ollama | off (env HOUSECHAT_ROUTER_BACKEND, default "
+        "embedding; falls back llm/ensemble/ollama → embedding → off)",
     )
     parser.add_argument(
         "--answerer",

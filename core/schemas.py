@@ -30,6 +30,7 @@ class QAItem:
     keywords: tuple[str, ...]
     answerable: bool
     line: int = 0
+    split: str = ""  # "dev" | "test" (eval/qa_split.py); "" for a file without the field
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,8 @@ def read_qa(path: Path, known: set[str] | None = None) -> tuple[list[QAItem], li
             problem = ("'gold_note_ids' must be a list of note ids", 'write ["note-id", ...]')
         elif obj["answerable"] and not obj.get("gold_note_ids"):
             problem = ("answerable question without gold_note_ids", "list the notes that answer it")
+        elif obj.get("split", "") not in ("", "dev", "test"):
+            problem = (f"unknown split {obj.get('split')!r}", 'write "split": "dev" or "test", or leave it out')
         if problem:
             errors.append(DataError(str(path), n, *problem))
             continue
@@ -140,6 +143,7 @@ def read_qa(path: Path, known: set[str] | None = None) -> tuple[list[QAItem], li
                 tuple(str(k) for k in obj.get("keywords", [])),
                 obj["answerable"],
                 n,
+                str(obj.get("split", "")),
             )
         )
     return items, errors

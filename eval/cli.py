@@ -45,11 +45,21 @@ def make_parser() -> argparse.ArgumentParser:
     )
     answers.add_argument("--k", type=int, default=5, help="chunks retrieved per question")
     answers.add_argument("--qa-file", type=Path, help="QA JSONL (default data/eval/qa.jsonl)")
+    answers.add_argument(
+        "--split",
+        default="test",
+        choices=["test", "dev", "all"],
+        help="which half of the QA set (default test; tune on dev; a file without splits is used whole)",
+    )
     answers.add_argument("--limit", type=int, default=0, help="only the first N questions (quick runs)")
     answers.add_argument("--store", type=Path, help="embedded Chroma folder (env HOUSECHAT_STORE)")
     answers.add_argument("--chroma-url", help="a Chroma server instead (env HOUSECHAT_CHROMA_URL)")
     answers.add_argument("--report", type=Path, default=None, help="report root folder (default reports/)")
     answers.add_argument("--json", type=Path, dest="json_file", help="also write the summary JSON here")
+
+    split = sub.add_parser("split-qa", help="recompute the QA set's dev/test split (stratified, seed 13)")
+    split.add_argument("--qa-file", type=Path, help="QA JSONL (default data/eval/qa.jsonl)")
+    split.add_argument("--write", action="store_true", help="store the split as each line's `split` field")
     return parser
 
 
@@ -155,6 +165,8 @@ def run_answers(args: argparse.Namespace, command: str) -> int:
         print(error, file=sys.stderr)
     if not items:
         raise HousechatError(f"{path}: no usable QA items — fix the lines above")
+    if args.split != "all" and any(item.split for item in items):
+        items = [item for item in items if item.split == args.split]
     if args.limit:
         items = items[: args.limit]
     backend = args.backend or settings.router_backend
@@ -189,4 +201,15 @@ def run_answers(args: argparse.Namespace, command: str) -> int:
     return 1 if errors else 0
 
 
-COMMANDS = {"routing": run_routing, "answers": run_answers}
+def run_split_qa(args: argparse.Namespace, command: str) -> int:
+    from eval.qa_split import split_file
+
+    path = args.qa_file or from_env().home / "data" / "eval" / "qa.jsonl"
+    for name, n in split_file(path, write=args.write).items():
+        print(f"{name:<20} {n}")
+    if args.write:
+        print(f"wrote the split into {path}", file=sys.stderr)
+    return 0
+
+
+COMMANDS = {"routing": run_routing, "answers": run_answers, "split-qa": run_split_qa}

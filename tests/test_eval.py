@@ -334,3 +334,21 @@ def test_report_folders_never_collide(tmp_path) -> None:
 
     first, second = new_report_dir(tmp_path, "routing"), new_report_dir(tmp_path, "routing")
     assert first != second and first.is_dir() and second.is_dir()
+
+
+def test_qa_split_is_committed_stratified_and_reproducible() -> None:
+    from collections import Counter
+
+    from core.schemas import read_qa
+    from eval.qa_split import assign_splits
+
+    path = ROOT / "data" / "eval" / "qa.jsonl"
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert [r["split"] for r in rows] == assign_splits(rows)  # the committed field is the recomputed split
+    items, errors = read_qa(path)
+    assert not errors and {i.split for i in items} == {"dev", "test"}
+    halves = Counter(i.split for i in items)
+    assert abs(halves["dev"] - halves["test"]) <= 1
+    groups = Counter((i.category, i.answerable, i.split) for i in items)
+    for category, answerable, _ in groups:
+        assert abs(groups[(category, answerable, "dev")] - groups[(category, answerable, "test")]) <= 1

@@ -162,7 +162,9 @@ def _embedded(settings: Settings, max_new_tokens: int) -> Answerer:
     from core.models import smollm2_gguf_path
 
     smollm2_gguf_path()  # fail now, with the fix, rather than at the first question
-    return Answerer("embedded", "SmolLM2-135M", EmbeddedChatModel(var_dir=settings.var, max_new_tokens=max_new_tokens))
+    return Answerer(
+        "embedded", "SmolLM2-135M", EmbeddedChatModel(var_dir=settings.var_dir, max_new_tokens=max_new_tokens)
+    )
 
 
 ANSWERERS: dict[str, Callable[[Settings, int], Answerer]] = {"ollama": _ollama, "embedded": _embedded}

@@ -10,7 +10,6 @@ import argparse
 import json
 import subprocess
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.errors import HousechatError
@@ -197,12 +196,12 @@ def ingest_if_empty(settings: Settings) -> None:
         notes = 0
     if notes:
         return
-    command = [sys.executable, "-m", "ingest", str(Path(str(settings.notes_dir)).resolve())]
+    command = [sys.executable, "-m", "ingest", str(settings.notes_dir.resolve())]
     command += ["--collection", settings.collection]
     if settings.chroma_url:
         command += ["--chroma-url", settings.chroma_url]
     else:
-        command += ["--store", str(Path(str(settings.store)).resolve())]
+        command += ["--store", str(settings.store.resolve())]
     print(f"the store is empty — ingesting {settings.notes_dir} (once; later runs reuse it)", file=sys.stderr)
     done = subprocess.run(command, cwd=PROJECT_ROOT, check=False)
     if done.returncode not in (0, 1):  # 1: some notes had problems (reported above), the rest went in

@@ -63,22 +63,22 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     settings = from_env()
-    labels = load_categories(Path(str(settings.categories_file)))
+    labels = load_categories(settings.categories_file)
     lines = (ROOT / "data" / "routing" / "test.jsonl").read_text().splitlines()[: args.n]
     questions = [json.loads(line)["question"] for line in lines]
 
-    embedding = EmbeddingRouter.load(Path(str(settings.embedding_router_dir)), labels)
-    adapter = args.model or Path(str(settings.router_model_dir))
+    embedding = EmbeddingRouter.load(settings.embedding_router_dir, labels)
+    adapter = args.model or settings.router_model_dir
     if (adapter / "meta.json").exists():
         meta = read_meta(adapter)
-        model, tokenizer = load_adapted_model(adapter, meta["base_model"], settings.var)
+        model, tokenizer = load_adapted_model(adapter, meta["base_model"], settings.var_dir)
         llm_name, label_format = f"llm ({meta['label_format']}, adapter merged)", meta["label_format"]
     else:
-        model, tokenizer = load_causal_lm(SMOLLM2, settings.var)
+        model, tokenizer = load_causal_lm(SMOLLM2, settings.var_dir)
         llm_name, label_format = "llm (base, codes)", "codes"
     scorer = LabelScorer(model, tokenizer, labels, label_format)
     cached, uncached = LLMRouter(scorer), LLMRouter(scorer, use_cache=False)
-    zero_base, zero_tok = load_causal_lm(SMOLLM2, settings.var)
+    zero_base, zero_tok = load_causal_lm(SMOLLM2, settings.var_dir)
     zero_shot = LLMRouter(LabelScorer(zero_base, zero_tok, labels, "names", with_scopes=True), "zero-shot")
 
     for router in (embedding, cached):  # warm up: first calls allocate

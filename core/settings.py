@@ -1,29 +1,39 @@
 """One settings object. Defaults live here; `HOUSECHAT_*` environment variables override them.
 
-Nothing else in the project reads the environment: CLIs build a `Settings` and pass it on.
+Nothing else in the project reads the environment, and nothing else builds a project path by
+hand: CLIs build a `Settings` with `from_env` and pass it on.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ENV_PREFIX = "HOUSECHAT_"
-
-
-def _default_home() -> Path:
-    return PROJECT_ROOT
+OLLAMA_ROUTER_MODEL = "housechat-router"  # the name `ollama create` gives the exported router
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Where things live and which models answer. Override any field with HOUSECHAT_<FIELD>."""
+    """Where things live and which models answer. Override any field with HOUSECHAT_<FIELD>.
 
-    home: Path = field(default_factory=_default_home)
-    var_dir: Path | None = None  # caches, converted models, the default store; default home/var
-    store: Path | None = None  # embedded Chroma directory; default var_dir/store
+    Build it with `from_env`, which fills every path from `home` (the defaults are in `_paths`).
+    """
+
+    home: Path  # where data/, models/, runs/ and reports/ live; default the checkout
+    var_dir: Path  # caches, converted models, the default store; default home/var
+    store: Path  # embedded Chroma directory; default var_dir/store
+    router_model_dir: Path  # the LLM router's adapter + meta.json; default home/models/router-llm
+    embedding_router_dir: Path  # default home/models/router-embedding
+    ensemble_router_dir: Path  # default router-ensemble next to router_model_dir
+    categories_file: Path  # default home/data/categories.yaml
+    notes_dir: Path  # default home/data/notes
+    routing_data_dir: Path  # train/val/test.jsonl and pool/; default home/data/routing
+    qa_file: Path  # the answer-eval set; default home/data/eval/qa.jsonl
+    reports_dir: Path  # eval reports; default home/reports
+    runs_dir: Path  # training runs; default home/runs
     chroma_url: str | None = None  # a Chroma server (http://127.0.0.1:8000); overrides `store`
     collection: str = "house_notes"
     ollama_host: str = "http://127.0.0.1:11434"
@@ -34,43 +44,47 @@ class Settings:
     # the ensemble with the 135M LLM ties it at 10x the latency). With Qwen3-0.6B and its adapter,
     # try `llm` or refit `ensemble`.
     router_backend: str = "embedding"
-    router_model_dir: Path | None = None  # default home/models/router-llm
-    embedding_router_dir: Path | None = None  # default home/models/router-embedding
-    categories_file: Path | None = None  # default home/data/categories.yaml
-    notes_dir: Path | None = None  # default home/data/notes
+    ollama_router_model: str = OLLAMA_ROUTER_MODEL  # the exported router as Ollama serves it
 
-    def __post_init__(self) -> None:
-        # Fill derived paths once so every reader sees the same resolved values.
-        home = Path(self.home)
-        var = Path(self.var_dir) if self.var_dir else home / "var"
-        object.__setattr__(self, "home", home)
-        object.__setattr__(self, "var_dir", var)
-        object.__setattr__(self, "store", Path(self.store) if self.store else var / "store")
-        defaults = {
-            "router_model_dir": home / "models" / "router-llm",
-            "embedding_router_dir": home / "models" / "router-embedding",
-            "categories_file": home / "data" / "categories.yaml",
-            "notes_dir": home / "data" / "notes",
-        }
-        for name, default in defaults.items():
-            value = getattr(self, name)
-            object.__setattr__(self, name, Path(value) if value else default)
 
-    @property
-    def var(self) -> Path:
-        assert self.var_dir is not None
-        return self.var_dir
+def _paths(given: dict[str, object]) -> dict[str, Path]:
+    """Every path field: the given ones as `Path`s, the rest derived from `home` (and each other)."""
+
+    def pick(name: str, default: Path) -> Path:
+        value = given.get(name)
+        return Path(str(value)) if value else default
+
+    home = pick("home", PROJECT_ROOT)
+    var = pick("var_dir", home / "var")
+    router_model_dir = pick("router_model_dir", home / "models" / "router-llm")
+    return {
+        "home": home,
+        "var_dir": var,
+        "store": pick("store", var / "store"),
+        "router_model_dir": router_model_dir,
+        "embedding_router_dir": pick("embedding_router_dir", home / "models" / "router-embedding"),
+        "ensemble_router_dir": pick("ensemble_router_dir", router_model_dir.parent / "router-ensemble"),
+        "categories_file": pick("categories_file", home / "data" / "categories.yaml"),
+        "notes_dir": pick("notes_dir", home / "data" / "notes"),
+        "routing_data_dir": pick("routing_data_dir", home / "data" / "routing"),
+        "qa_file": pick("qa_file", home / "data" / "eval" / "qa.jsonl"),
+        "reports_dir": pick("reports_dir", home / "reports"),
+        "runs_dir": pick("runs_dir", home / "runs"),
+    }
 
 
 def from_env(environ: dict[str, str] | None = None, **overrides: object) -> Settings:
-    """Settings from defaults, then `HOUSECHAT_*` variables, then explicit `overrides`."""
+    """Settings from defaults, then `HOUSECHAT_*` variables, then explicit `overrides` (None = not given)."""
     env = os.environ if environ is None else environ
+    names = {f.name for f in fields(Settings)}
+    unknown = set(overrides) - names
+    if unknown:
+        raise TypeError(f"unknown settings: {', '.join(sorted(unknown))}")
     values: dict[str, object] = {}
-    for f in fields(Settings):
-        raw = env.get(ENV_PREFIX + f.name.upper())
+    for name in names:
+        raw = env.get(ENV_PREFIX + name.upper())
         if raw:
-            values[f.name] = raw
+            values[name] = raw
     values.update({k: v for k, v in overrides.items() if v is not None})
-    if values.get("home") is not None:
-        values["home"] = Path(str(values["home"]))
+    values.update(_paths(values))
     return Settings(**values)  # type: ignore[arg-type]

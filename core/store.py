@@ -434,7 +434,6 @@ def open_store(settings: Settings, embedder: Embedder | None = None, create: boo
     else:
         import chromadb
 
-        assert settings.store is not None
         location = str(settings.store)
         if not create and not (settings.store / "chroma.sqlite3").exists():
             raise StoreMissing(f"no store at {location} — run `python -m ingest` first (or pass --store DIR)")

@@ -90,8 +90,8 @@ def run_routing(args: argparse.Namespace, command: str) -> int:
     if args.test_file and args.model:
         labels = labels_from_meta(read_meta(args.model), str(args.model))
     else:
-        labels = load_categories(Path(str(settings.categories_file)))
-    path = args.test_file or settings.home / "data" / "routing" / f"{args.split}.jsonl"
+        labels = load_categories(settings.categories_file)
+    path = args.test_file or settings.routing_data_dir / f"{args.split}.jsonl"
     examples, errors = read_routing_examples(path)
     for error in errors:
         print(error, file=sys.stderr)
@@ -104,7 +104,7 @@ def run_routing(args: argparse.Namespace, command: str) -> int:
     skipped: dict[str, str] = {}
     misrouted: dict[str, list[dict[str, Any]]] = {}
     curves = {}
-    folder = report.new_report_dir(args.report or settings.home / "reports", "routing")
+    folder = report.new_report_dir(args.report or settings.reports_dir, "routing")
     for name in backends:
         try:
             result = run_backend(name, settings, labels, examples)
@@ -158,8 +158,8 @@ def run_answers(args: argparse.Namespace, command: str) -> int:
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     if not arms or any(a not in ("off", "on") for a in arms):
         raise HousechatError(f"--arms takes off and/or on, not {args.arms!r}")
-    labels = load_categories(Path(str(settings.categories_file)))
-    path = args.qa_file or settings.home / "data" / "eval" / "qa.jsonl"
+    labels = load_categories(settings.categories_file)
+    path = args.qa_file or settings.qa_file
     items, errors = read_qa(path, known=set(labels.ids))
     for error in errors:
         print(error, file=sys.stderr)
@@ -178,7 +178,7 @@ def run_answers(args: argparse.Namespace, command: str) -> int:
         "arms": {arm: {k: v for k, v in s.items() if k != "latency_ms"} for arm, s in summaries.items()},
         "difference": {k: v for k, v in difference.items() if k in ("hit_at_3", "keyword_coverage")},
     }
-    folder = report.new_report_dir(args.report or settings.home / "reports", "answers")
+    folder = report.new_report_dir(args.report or settings.reports_dir, "answers")
     report.write_json(
         folder / "report.json",
         {

@@ -76,15 +76,13 @@ def run_data(args: argparse.Namespace) -> int:
     from finetune.data import build_splits, check_splits, format_report
 
     settings = from_env()
-    assert settings.categories_file is not None
     labels = load_categories(settings.categories_file)
-    data_dir = args.data_dir or settings.home / "data" / "routing"
+    data_dir = args.data_dir or settings.routing_data_dir
     if args.build:
         built = build_splits(data_dir / "pool", data_dir, labels)
         for error in built.errors:
             print(error, file=sys.stderr)
-    qa_files = sorted((settings.home / "data" / "eval").glob("*.jsonl"))
-    report = check_splits(data_dir, labels, qa_files)
+    report = check_splits(data_dir, labels, [settings.qa_file])
     for error in report.errors:
         print(error, file=sys.stderr)
     if args.json:
@@ -119,14 +117,14 @@ def run_train(args: argparse.Namespace) -> int:
     from finetune.train import train
 
     meta = train(recipe, settings)
-    out = recipe.out_dir(settings.home) / "adapter"
+    out = recipe.out_dir(settings.runs_dir) / "adapter"
     print(
         f"best val accuracy {meta['metrics']['val_accuracy']:.3f} at step {meta['metrics']['best_step']}; adapter in {out}"
     )
     if args.install:
         from finetune.train import install
 
-        print(f"installed as the router model in {install(out, Path(str(settings.router_model_dir)))}")
+        print(f"installed as the router model in {install(out, settings.router_model_dir)}")
     return 0
 
 
@@ -136,18 +134,18 @@ def run_embedding(args: argparse.Namespace) -> int:
     from router.embedding import fit
 
     settings = from_env()
-    labels = load_categories(Path(str(settings.categories_file)))
-    routing = settings.home / "data" / "routing"
+    labels = load_categories(settings.categories_file)
+    routing = settings.routing_data_dir
     known = set(labels.ids)
     train, errors = read_routing_examples(routing / "train.jsonl", known)
     val, val_errors = read_routing_examples(routing / "val.jsonl", known)
     if errors or val_errors:
         raise HousechatError("\n".join(str(e) for e in errors + val_errors))
     data_hash = training_data_hash(routing / "train.jsonl", routing / "val.jsonl")
-    out = args.output_dir or Path(str(settings.embedding_router_dir))
+    out = args.output_dir or settings.embedding_router_dir
     notes: list[RoutingExample] = []
     if not args.no_notes:
-        notes, notes_hash = note_examples(Path(str(settings.notes_dir)), labels)
+        notes, notes_hash = note_examples(settings.notes_dir, labels)
         data_hash = f"{data_hash}+notes:{notes_hash}"
         print(f"{len(notes)} note paragraphs from {settings.notes_dir} join the {len(train)} training questions")
     meta = fit(train, val, labels, out, data_hash, extra=notes)
@@ -161,7 +159,7 @@ def run_install(args: argparse.Namespace) -> int:
     from finetune.train import install
 
     settings = from_env()
-    target = install(args.run / "adapter", Path(str(settings.router_model_dir)))
+    target = install(args.run / "adapter", settings.router_model_dir)
     print(f"installed {args.run / 'adapter'} as the router model in {target}")
     return 0
 
@@ -172,14 +170,14 @@ def run_ensemble(args: argparse.Namespace) -> int:
     from router.registry import BACKENDS
 
     settings = from_env()
-    labels = load_categories(Path(str(settings.categories_file)))
-    val, errors = read_routing_examples(settings.home / "data" / "routing" / "val.jsonl", set(labels.ids))
+    labels = load_categories(settings.categories_file)
+    val, errors = read_routing_examples(settings.routing_data_dir / "val.jsonl", set(labels.ids))
     if errors:
         raise HousechatError("\n".join(map(str, errors)))
     questions = [e.question for e in val]
     llm = BACKENDS["llm"](settings, labels).router.route_batch(questions)
     embedding = BACKENDS["embedding"](settings, labels).router.route_batch(questions)
-    out = args.output_dir or Path(str(settings.router_model_dir)).parent / "router-ensemble"
+    out = args.output_dir or settings.ensemble_router_dir
     sources = {"llm": str(settings.router_model_dir), "embedding": str(settings.embedding_router_dir)}
     meta = fit_weight(llm, embedding, [e.category for e in val], labels, out, sources)
     print(
@@ -191,12 +189,13 @@ def run_ensemble(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     from finetune.export import export
 
-    written = export(args.run, from_env(), args.output_dir, want_gguf=args.gguf, want_ollama=args.ollama)
+    settings = from_env()
+    written = export(args.run, settings, args.output_dir, want_gguf=args.gguf, want_ollama=args.ollama)
     for kind, path in written.items():
         print(f"{kind}: {path}")
     if "modelfile" in written:
         folder = written["modelfile"].parent
-        print(f"then: cd {folder} && ollama create housechat-router -f Modelfile")
+        print(f"then: cd {folder} && ollama create {settings.ollama_router_model} -f Modelfile")
         print("and route through it with HOUSECHAT_ROUTER_BACKEND=ollama")
     return 0
 

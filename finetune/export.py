@@ -16,7 +16,7 @@ from core import prompt
 from core.categories import LabelSet
 from core.errors import HousechatError
 from core.models import SMOLLM2, smollm2_gguf_path
-from core.settings import Settings
+from core.settings import OLLAMA_ROUTER_MODEL, Settings
 from router.meta import read_meta, write_meta
 
 ARCH_BY_MODEL_TYPE = {"llama": "llama", "qwen3": "qwen3"}
@@ -28,7 +28,7 @@ def merge(run_dir: Path, out_dir: Path, settings: Settings) -> tuple[Any, Any, d
 
     adapter = _adapter_dir(run_dir)
     meta = read_meta(adapter)
-    model, tokenizer = load_adapted_model(adapter, meta["base_model"], settings.var)
+    model, tokenizer = load_adapted_model(adapter, meta["base_model"], settings.var_dir)
     merged = Path(out_dir) / "merged"
     model.save_pretrained(merged)
     tokenizer.save_pretrained(merged)
@@ -124,7 +124,7 @@ def _qwen3_metadata(writer: Any, config: Any, tokenizer: Any) -> None:
     """Qwen3 hyper-parameters from the HF config, tokenizer fields from the HF tokenizer (gpt2 BPE, qwen2)."""
     import gguf
 
-    writer.add_name("housechat-router")
+    writer.add_name(OLLAMA_ROUTER_MODEL)
     writer.add_context_length(int(getattr(config, "max_position_embeddings", 40960)))
     writer.add_embedding_length(config.hidden_size)
     writer.add_block_count(config.num_hidden_layers)

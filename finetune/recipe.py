@@ -49,8 +49,8 @@ class Recipe:
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def out_dir(self, home: Path) -> Path:
-        return Path(self.output_dir) if self.output_dir else home / "runs" / self.name
+    def out_dir(self, runs_dir: Path) -> Path:
+        return Path(self.output_dir) if self.output_dir else runs_dir / self.name
 
 
 def load_recipe(path: Path, **overrides: Any) -> Recipe:

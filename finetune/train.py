@@ -40,7 +40,7 @@ class TrainingData:
 
 def load_training_data(recipe: Recipe, settings: Settings) -> TrainingData:
     """Train and val examples (never test), the label set, and a hash of the files used."""
-    routing = settings.home / "data" / "routing"
+    routing = settings.routing_data_dir
     train_path = Path(recipe.train_file) if recipe.train_file else routing / "train.jsonl"
     val_path = Path(recipe.val_file) if recipe.val_file else routing / "val.jsonl"
     if recipe.train_file:
@@ -49,7 +49,7 @@ def load_training_data(recipe: Recipe, settings: Settings) -> TrainingData:
         val, val_errors = read_routing_examples(val_path)
         labels = label_set_from_ids([e.category for e in train + val], source=str(train_path))
     else:
-        labels = load_categories(Path(str(settings.categories_file)))
+        labels = load_categories(settings.categories_file)
         train, errors = read_routing_examples(train_path, known=set(labels.ids))
         val, val_errors = read_routing_examples(val_path, known=set(labels.ids))
     problems = errors + val_errors
@@ -141,7 +141,7 @@ def train(recipe: Recipe, settings: Settings) -> dict[str, Any]:
     from router.llm import LabelScorer
 
     data = load_training_data(recipe, settings)
-    out_dir = recipe.out_dir(settings.home)
+    out_dir = recipe.out_dir(settings.runs_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     engine = pick(recipe.engine)
     val_questions = [e.question for e in data.val]
@@ -171,9 +171,9 @@ def train(recipe: Recipe, settings: Settings) -> dict[str, Any]:
     else:
         from finetune.engines import trl_engine
 
-        model, tokenizer = load_causal_lm(recipe.base_model, settings.var, cache=False)
+        model, tokenizer = load_causal_lm(recipe.base_model, settings.var_dir, cache=False)
     rows = rows_for(data.train, tokenizer, data.labels, recipe.label_format)
-    base = base_hash(recipe.base_model, settings.var)
+    base = base_hash(recipe.base_model, settings.var_dir)
 
     def save_best(trained: Any, history: dict[str, Any]) -> None:
         write_artifact(recipe, data, history, engine, out_dir / "adapter", trained, tokenizer, base)

@@ -74,7 +74,6 @@ def _run(args: argparse.Namespace) -> int:
     from core.settings import from_env
 
     settings = from_env(store=args.store, chroma_url=args.chroma_url, collection=args.collection)
-    assert settings.categories_file is not None and settings.notes_dir is not None
     labels = load_categories(settings.categories_file)
     paths = list(args.paths) or [settings.notes_dir]
     if args.check:

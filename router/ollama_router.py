@@ -16,8 +16,6 @@ from core.categories import LabelSet
 from core.errors import HousechatError
 from router.base import Route
 
-DEFAULT_ROUTER_MODEL = "housechat-router"
-
 
 class OllamaRouter:
     name = "ollama"

@@ -46,10 +46,10 @@ class LoadedRouter:
 def _llm(settings: Settings, labels: LabelSet, generate: bool = False) -> LoadedRouter:
     from router.llm import LabelScorer, LLMRouter, load_adapted_model
 
-    model_dir = Path(str(settings.router_model_dir))
+    model_dir = settings.router_model_dir
     meta = read_meta(model_dir)
     check_labels(meta, labels, model_dir)
-    model, tokenizer = load_adapted_model(model_dir, meta["base_model"], settings.var)
+    model, tokenizer = load_adapted_model(model_dir, meta["base_model"], settings.var_dir)
     scorer = LabelScorer(model, tokenizer, labels, meta["label_format"])
     name = "llm-generate" if generate else "llm"
     return LoadedRouter(LLMRouter(scorer, name, generate), FilterPolicy.from_json(meta.get("thresholds")), name)
@@ -59,7 +59,7 @@ def _zero_shot(settings: Settings, labels: LabelSet) -> LoadedRouter:
     from core.models import load_causal_lm
     from router.llm import LabelScorer, LLMRouter
 
-    model, tokenizer = load_causal_lm(SMOLLM2, settings.var)
+    model, tokenizer = load_causal_lm(SMOLLM2, settings.var_dir)
     scorer = LabelScorer(model, tokenizer, labels, "names", with_scopes=True)
     return LoadedRouter(LLMRouter(scorer, "zero-shot"), FilterPolicy(), "zero-shot")
 
@@ -67,17 +67,17 @@ def _zero_shot(settings: Settings, labels: LabelSet) -> LoadedRouter:
 def _embedding(settings: Settings, labels: LabelSet) -> LoadedRouter:
     from router.embedding import EmbeddingRouter
 
-    router = EmbeddingRouter.load(Path(str(settings.embedding_router_dir)), labels)
+    router = EmbeddingRouter.load(settings.embedding_router_dir, labels)
     return LoadedRouter(router, router.policy, "embedding")
 
 
 def _ollama(settings: Settings, labels: LabelSet) -> LoadedRouter:
-    from router.ollama_router import DEFAULT_ROUTER_MODEL, OllamaRouter
+    from router.ollama_router import OllamaRouter
 
-    router = OllamaRouter(settings.ollama_host, DEFAULT_ROUTER_MODEL, labels)
+    router = OllamaRouter(settings.ollama_host, settings.ollama_router_model, labels)
     router.check()
     policy = FilterPolicy()
-    meta_path = Path(str(settings.router_model_dir))
+    meta_path = settings.router_model_dir
     if (meta_path / "meta.json").exists():
         policy = FilterPolicy.from_json(read_meta(meta_path).get("thresholds"))
     return LoadedRouter(router, policy, "ollama")
@@ -86,7 +86,7 @@ def _ollama(settings: Settings, labels: LabelSet) -> LoadedRouter:
 def _ensemble(settings: Settings, labels: LabelSet) -> LoadedRouter:
     from router.ensemble import EnsembleRouter
 
-    folder = Path(str(settings.router_model_dir)).parent / "router-ensemble"
+    folder = settings.ensemble_router_dir
     meta = read_meta(folder, "python -m finetune ensemble")
     check_labels(meta, labels, folder)
     llm, embedding = _llm(settings, labels), _embedding(settings, labels)
@@ -149,7 +149,7 @@ def load_router(name: str, settings: Settings, labels: LabelSet | None = None, f
     """The named backend, or (with `fallback`) the first in its chain that can run."""
     if name not in BACKENDS:
         raise HousechatError(f"unknown router backend {name!r} — choose one of: {', '.join(BACKENDS)}")
-    labels = labels or load_categories(Path(str(settings.categories_file)))
+    labels = labels or load_categories(settings.categories_file)
     try:
         loaded = BACKENDS[name](settings, labels)
     except HousechatError as exc:
@@ -167,7 +167,7 @@ def load_router(name: str, settings: Settings, labels: LabelSet | None = None, f
 
 def availability(settings: Settings) -> dict[str, str | None]:
     """For `--list`: None when a backend can run here, else why not (cheap checks only)."""
-    labels = load_categories(Path(str(settings.categories_file)))
+    labels = load_categories(settings.categories_file)
     result: dict[str, str | None] = {}
     made_by = {"llm": "python -m finetune RECIPE.yaml --install", "embedding": "python -m finetune embedding"}
     for name, folder in (("llm", settings.router_model_dir), ("embedding", settings.embedding_router_dir)):
@@ -177,7 +177,7 @@ def availability(settings: Settings) -> dict[str, str | None]:
         except HousechatError as exc:
             result[name] = str(exc)
     result["llm-generate"] = result["llm"]
-    ensemble_dir = Path(str(settings.router_model_dir)).parent / "router-ensemble"
+    ensemble_dir = settings.ensemble_router_dir
     try:
         check_labels(read_meta(ensemble_dir, "python -m finetune ensemble"), labels, ensemble_dir)
         result["ensemble"] = result["llm"] or result["embedding"]
@@ -191,9 +191,9 @@ def availability(settings: Settings) -> dict[str, str | None]:
     except HousechatError as exc:
         result["zero-shot"] = str(exc)
     try:
-        from router.ollama_router import DEFAULT_ROUTER_MODEL, OllamaRouter
+        from router.ollama_router import OllamaRouter
 
-        OllamaRouter(settings.ollama_host, DEFAULT_ROUTER_MODEL, labels, timeout=3).check()
+        OllamaRouter(settings.ollama_host, settings.ollama_router_model, labels, timeout=3).check()
         result["ollama"] = None
     except HousechatError as exc:
         result["ollama"] = str(exc)

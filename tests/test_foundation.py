@@ -74,6 +74,25 @@ def test_settings_env_overrides_and_cli_wins(tmp_path: Path) -> None:
     assert from_env({}).home == ROOT
 
 
+def test_settings_own_every_path(tmp_path: Path) -> None:
+    """Every path is a plain `Path` derived from home, so no caller builds one by hand."""
+    import dataclasses
+
+    settings = from_env({"HOUSECHAT_HOME": str(tmp_path), "HOUSECHAT_REPORTS_DIR": str(tmp_path / "r")})
+    paths = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings) if f.type == "Path"}
+    assert len(paths) == 12 and all(isinstance(p, Path) for p in paths.values())
+    assert settings.routing_data_dir == tmp_path / "data" / "routing"
+    assert settings.qa_file == tmp_path / "data" / "eval" / "qa.jsonl"
+    assert settings.runs_dir == tmp_path / "runs" and settings.reports_dir == tmp_path / "r"
+    assert settings.ensemble_router_dir == tmp_path / "models" / "router-ensemble"
+    # The ensemble lives next to the LLM router it mixes, wherever that is moved.
+    moved = from_env({}, router_model_dir=tmp_path / "elsewhere" / "llm")
+    assert moved.ensemble_router_dir == tmp_path / "elsewhere" / "router-ensemble"
+    assert moved.ollama_router_model == "housechat-router"
+    with pytest.raises(TypeError, match="unknown settings: nope"):
+        from_env({}, nope=1)
+
+
 def test_bad_categories_file_is_a_clear_error(tmp_path: Path) -> None:
     bad = tmp_path / "c.yaml"
     bad.write_text(

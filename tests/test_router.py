@@ -238,12 +238,13 @@ def test_cli_routes_and_lists(embedding_dir, capsys, monkeypatch) -> None:
 
 def test_ollama_backend_against_a_loopback_server(ollama_fake, labels, embedding_dir, tmp_path) -> None:
     """The real `ollama` client: JSON-schema enum of codes, think off, temperature 0, log-probs → scores."""
-    from router.ollama_router import DEFAULT_ROUTER_MODEL, OllamaRouter
+    from core.settings import OLLAMA_ROUTER_MODEL
+    from router.ollama_router import OllamaRouter
     from router.registry import load_router
 
-    ollama_fake.models = [DEFAULT_ROUTER_MODEL]
+    ollama_fake.models = [OLLAMA_ROUTER_MODEL]
     ollama_fake.choose = lambda values, request: "JV" if "JV" in values else values[0]
-    router = OllamaRouter(ollama_fake.url, DEFAULT_ROUTER_MODEL, labels)
+    router = OllamaRouter(ollama_fake.url, OLLAMA_ROUTER_MODEL, labels)
     router.check()
     route = router.route("the hot tub heater shows PS")
     assert route.category == "pool" and route.code == "JV" and route.backend == "ollama"
@@ -267,7 +268,7 @@ def test_ollama_backend_against_a_loopback_server(ollama_fake, labels, embedding
     assert load_router("ollama", settings).router.route("x").backend == "embedding"
 
     # Server goes down after loading: each question falls back and says why.
-    ollama_fake.models = [DEFAULT_ROUTER_MODEL]
+    ollama_fake.models = [OLLAMA_ROUTER_MODEL]
     loaded = load_router("ollama", settings)
     ollama_fake.stop()
     route = loaded.router.route("pool pump")

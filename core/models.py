@@ -21,7 +21,8 @@ SMOLLM2 = "embedded:smollm2-135m"  # the embedded router base and fallback answe
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MINILM = "embedded:all-minilm-l6-v2"
 TINY_QWEN3 = "tiny:qwen3"  # random weights, real Qwen3 config + tokenizer: tests the Qwen3 code path
-QWEN3_TOKENIZER_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "qwen3-0.6b-tokenizer"
+# Qwen3-0.6B's tokenizer and config (no weights, Apache-2.0) live in the repo, so a bare clone runs every test.
+QWEN3_TOKENIZER_DIR = Path(__file__).resolve().parent.parent / "tests" / "assets" / "qwen3-tokenizer"
 MINILM_DIM = 384
 
 _lock = threading.Lock()

@@ -10,14 +10,13 @@ import pytest
 
 from core.categories import load_categories
 from core.errors import HousechatError
-from core.models import QWEN3_TOKENIZER_DIR, SMOLLM2
+from core.models import SMOLLM2
 from core.settings import from_env
 from finetune.cli import main
 from finetune.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 VAR = ROOT / "var"
-needs_qwen3 = pytest.mark.skipif(not QWEN3_TOKENIZER_DIR.exists(), reason="../shared/qwen3-0.6b-tokenizer is absent")
 QUESTIONS = [
     json.loads(line)["question"] for line in (ROOT / "data" / "routing" / "val.jsonl").read_text().splitlines()[:20]
 ]
@@ -63,7 +62,6 @@ def test_bad_recipe_key_is_named(tmp_path: Path) -> None:
         load_recipe(bad)
 
 
-@needs_qwen3
 def test_code_rows_start_from_the_category_names() -> None:
     import torch
 
@@ -104,7 +102,6 @@ def smoke_run(tmp_path_factory) -> Path:
     return out
 
 
-@needs_qwen3
 def test_smoke_recipe_trains_with_falling_loss_and_a_valid_meta(smoke_run: Path) -> None:
     log = [json.loads(line) for line in (smoke_run / "train_log.jsonl").read_text().splitlines()]
     losses = [float(row["loss"]) for row in log if row.get("loss") is not None and "val_accuracy" not in row]
@@ -117,7 +114,6 @@ def test_smoke_recipe_trains_with_falling_loss_and_a_valid_meta(smoke_run: Path)
     assert (smoke_run / "adapter" / "adapter_model.safetensors").exists() and (smoke_run / "curve.png").exists()
 
 
-@needs_qwen3
 def test_trained_code_rows_are_saved_and_merged_into_the_loaded_router(smoke_run: Path) -> None:
     import torch
     from safetensors.torch import load_file
@@ -138,7 +134,6 @@ def test_trained_code_rows_are_saved_and_merged_into_the_loaded_router(smoke_run
     assert not torch.allclose(out[ids], base.get_output_embeddings().weight[ids])  # trained, not the base's
 
 
-@needs_qwen3
 def test_router_loads_the_trained_adapter_and_refuses_a_mismatch(smoke_run: Path, tmp_path: Path) -> None:
     from router.registry import load_router
 
@@ -172,7 +167,6 @@ def _same_predictions(export_dir: Path, labels_format: str = "codes") -> None:
     assert abs(a - b).max() < 1e-4
 
 
-@needs_qwen3
 def test_export_tiny_qwen3_gguf_round_trip(smoke_run: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "export"
     assert main(["export", str(smoke_run), "--ollama", "--output-dir", str(out)]) == 0
@@ -205,7 +199,6 @@ def test_export_smollm2_gguf_round_trip(tmp_path: Path) -> None:
     _same_predictions(tmp_path / "export")
 
 
-@needs_qwen3
 def test_install_writes_fp16_weights_the_router_loads(smoke_run: Path, tmp_path: Path) -> None:
     from safetensors.torch import load_file
 

@@ -70,3 +70,19 @@ def test_the_checker_catches_a_violation(tmp_path: Path) -> None:
     bad = tmp_path / "mod.py"
     bad.write_text("import eval.cli\nfrom app import pipeline\nimport gradio\n")
     assert imports_of(bad) == {"eval", "app", "gradio"}
+
+
+def test_tests_and_defaults_need_nothing_outside_the_repo() -> None:
+    """A bare clone has no ../shared: the Qwen3 tokenizer the tests use is the copy in tests/assets."""
+    from core.models import QWEN3_TOKENIZER_DIR
+
+    assert QWEN3_TOKENIZER_DIR.resolve().is_relative_to(ROOT)
+    for name in ("config.json", "tokenizer_config.json", "vocab.json", "merges.txt", "LICENSE"):
+        assert (QWEN3_TOKENIZER_DIR / name).is_file(), name
+    assert "Apache License" in (QWEN3_TOKENIZER_DIR / "LICENSE").read_text()
+    sources = [*project_modules(), *(ROOT / "tests").glob("*.py"), *(ROOT / "finetune" / "recipes").glob("*.yaml")]
+    for path in [*sources, ROOT / "Makefile", ROOT / "pyproject.toml"]:
+        if path == Path(__file__).resolve():
+            continue
+        text = path.read_text(encoding="utf-8")
+        assert "../shared" not in text and '"shared" /' not in text, f"{path} reads ../shared"

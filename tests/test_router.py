@@ -11,7 +11,7 @@ import pytest
 
 from core.categories import load_categories
 from core.errors import HousechatError
-from core.models import QWEN3_TOKENIZER_DIR, SMOLLM2, TINY_QWEN3, load_causal_lm
+from core.models import SMOLLM2, TINY_QWEN3, load_causal_lm
 from core.schemas import read_routing_examples
 from core.settings import from_env
 from router.base import Route
@@ -20,7 +20,6 @@ from router.policy import FilterPolicy, tune
 ROOT = Path(__file__).resolve().parent.parent
 VAR = ROOT / "var"  # converted models are cached here between runs (git-ignored)
 QUESTIONS = ["when was the pool heater serviced?", "wifi password for guests", "breaker for the garage"]
-needs_qwen3 = pytest.mark.skipif(not QWEN3_TOKENIZER_DIR.exists(), reason="../shared/qwen3-0.6b-tokenizer is absent")
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +32,6 @@ def tiny_qwen3():
     return load_causal_lm(TINY_QWEN3, VAR)
 
 
-@needs_qwen3
 def test_qwen3_prompt_disables_thinking_and_codes_are_single_tokens(tiny_qwen3, labels) -> None:
     from router.llm import LabelScorer
 
@@ -47,7 +45,6 @@ def test_qwen3_prompt_disables_thinking_and_codes_are_single_tokens(tiny_qwen3, 
     assert whole == scorer.prefix_ids + scorer.question_ids(QUESTIONS[0])
 
 
-@needs_qwen3
 def test_scores_cover_exactly_the_labels_and_sum_to_one(tiny_qwen3, labels) -> None:
     from router.llm import LabelScorer, LLMRouter
 
@@ -66,7 +63,6 @@ def test_scores_cover_exactly_the_labels_and_sum_to_one(tiny_qwen3, labels) -> N
     assert uncached == pytest.approx(single, abs=1e-5)
 
 
-@needs_qwen3
 def test_multi_token_labels_are_scored_by_summed_log_prob(tiny_qwen3, labels) -> None:
     import torch
 
@@ -104,9 +100,7 @@ def test_embedded_smollm2_scores_and_generates(labels) -> None:
 def test_generate_mode_parsing(labels, tiny_qwen3) -> None:
     from router.llm import LabelScorer
 
-    scorer = LabelScorer(*tiny_qwen3, labels, "codes") if QWEN3_TOKENIZER_DIR.exists() else None
-    if scorer is None:
-        pytest.skip("needs the qwen3 tokenizer")
+    scorer = LabelScorer(*tiny_qwen3, labels, "codes")
     assert scorer.parse(" JV") == "pool" and scorer.parse("JV.") == "pool"
     assert scorer.parse("The pool") is None and scorer.parse("") is None and scorer.parse("jv") is None
 

@@ -16,7 +16,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from core.store import Hit, NoteStore, indexed_text, normalize_where
+from core.store import ChunkMeta, Hit, NoteStore, indexed_text, normalize_where
 
 # Calibrated on data/eval/qa.jsonl (`python -m benchmarks.ingest calibrate`, docs/results/ingest.md):
 # with the right category filter 95% of answerable questions find a chunk scoring >= 0.42; with a
@@ -45,19 +45,20 @@ class RetrievedChunk:
 
     @classmethod
     def from_hit(cls, hit: Hit) -> RetrievedChunk:
-        meta = hit.metadata
+        """A store hit with its metadata unpacked."""
+        meta = ChunkMeta.from_metadata(hit.metadata)
         return cls(
             id=hit.id,
             text=hit.text,
             score=hit.score,
-            note_id=str(meta.get("note_id", "")),
-            category=str(meta.get("category", "")),
-            title=str(meta.get("title", "")),
-            date=str(meta.get("date", "")),
-            path=str(meta.get("path", "")),
-            chunk=int(meta.get("chunk", 0)),
-            heading=str(meta.get("heading", "")),
-            line=int(meta.get("line", 0)),
+            note_id=meta.note_id,
+            category=meta.category,
+            title=meta.title,
+            date=meta.date,
+            path=meta.path,
+            chunk=meta.chunk,
+            heading=meta.heading,
+            line=meta.line,
         )
 
 
@@ -130,7 +131,7 @@ def _bm25_ids(store: NoteStore, question: str, depth: int, where: dict[str, Any]
     key = (store.location, store.name, store.generation(), json.dumps(where, sort_keys=True))
     if key not in _bm25_cache:
         hits = store.documents(where)
-        texts = [indexed_text(str(h.metadata.get("title", "")), h.text) for h in hits]
+        texts = [indexed_text(ChunkMeta.from_metadata(h.metadata).title, h.text) for h in hits]
         index = bm25s.BM25()
         if texts:
             index.index(bm25s.tokenize(texts, stopwords="en", show_progress=False), show_progress=False)

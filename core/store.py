@@ -4,7 +4,7 @@ A store is two Chroma collections:
 
 - `<name>`: one record per chunk, id `<note_id>:<hash>:<i>`, with our own MiniLM embedding (never
   Chroma's default embedding function, which downloads a model) and the metadata `note_id`,
-  `category`, `title`, `date`, `path`, `chunk`, `heading`, `line`, `hash`. The collection's
+  `category`, `title`, `date`, `path`, `chunk`, `heading`, `line`, `hash` (`ChunkMeta`). The collection's
   metadata records the embedding model and dimension; opening it with another model is refused.
 - `<name>-notes`: the note registry, one record per note: the content hash of its *live* version,
   its path, title, category, chunk count and a `dirty` flag.
@@ -112,6 +112,53 @@ class NoteEntry:
             title=str(meta.get("title", "")),
             chunks=int(meta.get("chunks", 0)),
             dirty=bool(meta.get("dirty", False)),
+        )
+
+
+@dataclass(frozen=True)
+class ChunkMeta:
+    """A chunk's Chroma metadata: which note version it belongs to and where in the note it sits.
+
+    The one place that names the metadata keys; ingest writes it and retrieval reads it back.
+    """
+
+    note_id: str
+    category: str
+    title: str
+    date: str
+    path: str
+    chunk: int  # index of the chunk within its note
+    heading: str
+    line: int  # file line the chunk starts on
+    hash: str  # the note version's content hash
+
+    def to_metadata(self) -> dict[str, Any]:
+        """The metadata dict Chroma stores (flat str/int values)."""
+        return {
+            "note_id": self.note_id,
+            "category": self.category,
+            "title": self.title,
+            "date": self.date,
+            "path": self.path,
+            "chunk": self.chunk,
+            "heading": self.heading,
+            "line": self.line,
+            "hash": self.hash,
+        }
+
+    @classmethod
+    def from_metadata(cls, meta: dict[str, Any]) -> ChunkMeta:
+        """Read back what `to_metadata` wrote (missing keys become empty values)."""
+        return cls(
+            note_id=str(meta.get("note_id", "")),
+            category=str(meta.get("category", "")),
+            title=str(meta.get("title", "")),
+            date=str(meta.get("date", "")),
+            path=str(meta.get("path", "")),
+            chunk=int(meta.get("chunk", 0)),
+            heading=str(meta.get("heading", "")),
+            line=int(meta.get("line", 0)),
+            hash=str(meta.get("hash", "")),
         )
 
 

@@ -28,29 +28,25 @@ def note_examples(notes_dir: Path, labels: LabelSet) -> tuple[list[RoutingExampl
     """The house notes as extra routing examples: "title. paragraph" labelled with the note's category.
 
     The notes name the family's own vendors, products and people ("Truelevel", "Nico") that no
-    routing question in train may mention; the router learns them from here. A note without a
-    known category is skipped (ingest reports it). Returns the examples and a hash of the notes.
+    routing question in train may mention; the router learns them from here. Notes are read by
+    the same reader as ingest; one that does not validate is skipped (ingest reports why).
+    Returns the examples and a hash of the notes.
     """
-    import yaml
+    from core.notes import find_note_files, read_note
 
     examples, digest = [], hashlib.sha256()
-    for path in sorted(Path(notes_dir).glob("**/*.md")):
+    files, _ = find_note_files([Path(notes_dir)])
+    for path in files:
         text = path.read_text(encoding="utf-8", errors="replace")
         digest.update(path.name.encode() + b"\0" + text.encode())
-        head, body = "", text
-        if text.startswith("---"):
-            _, head, body = (text.split("---", 2) + ["", ""])[:3]
         try:
-            front = yaml.safe_load(head) or {}
-        except yaml.YAMLError:
+            note = read_note(path, str(path), labels).note
+        except DataError:
             continue
-        if not isinstance(front, dict) or front.get("category") not in labels.ids:
-            continue
-        title = str(front.get("title") or path.stem)
-        for paragraph in re.split(r"\n\s*\n", body):
+        for paragraph in re.split(r"\n\s*\n", note.body):
             words = " ".join(paragraph.split())
             if len(words) > 30:
-                examples.append(RoutingExample(question=f"{title}. {words[:400]}", category=str(front["category"])))
+                examples.append(RoutingExample(question=f"{note.title}. {words[:400]}", category=note.category))
     return examples, digest.hexdigest()[:16]
 
 

@@ -22,9 +22,9 @@ from typing import Any
 
 from core.categories import LabelSet
 from core.errors import DataError
-from core.store import NoteEntry, NoteStore, NoteVersion, indexed_text
+from core.notes import Corpus, NoteFile, read_notes
+from core.store import ChunkMeta, NoteEntry, NoteStore, NoteVersion, indexed_text
 from ingest.chunking import CHUNKER_ID, Chunk, chunk_note
-from ingest.notes import Corpus, NoteFile, read_notes
 
 GROUP_CHUNKS = 128  # chunks embedded and committed together: progress granularity vs. write overhead
 
@@ -210,17 +210,17 @@ def _version(prepared: PreparedNote, embeddings: list[Any]) -> NoteVersion:
     note = prepared.file.note
     entry = NoteEntry(note.id, prepared.hash, note.path, note.category, note.title, len(prepared.chunks))
     metadatas = [
-        {
-            "note_id": note.id,
-            "category": note.category,
-            "title": note.title,
-            "date": note.date,
-            "path": note.path,
-            "chunk": chunk.index,
-            "heading": chunk.heading,
-            "line": chunk.line,
-            "hash": prepared.hash,
-        }
+        ChunkMeta(
+            note_id=note.id,
+            category=note.category,
+            title=note.title,
+            date=note.date,
+            path=note.path,
+            chunk=chunk.index,
+            heading=chunk.heading,
+            line=chunk.line,
+            hash=prepared.hash,
+        ).to_metadata()
         for chunk in prepared.chunks
     ]
     return NoteVersion(entry, [c.text for c in prepared.chunks], metadatas, embeddings)

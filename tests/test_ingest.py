@@ -18,12 +18,12 @@ import pytest
 
 from core.categories import load_categories
 from core.errors import DataError
+from core.notes import MAX_NOTE_BYTES, read_note, read_notes
 from core.schemas import Note
 from core.settings import ENV_PREFIX, PROJECT_ROOT, Settings, from_env
 from core.store import open_store
 from ingest import cli
 from ingest.chunking import chunk_note
-from ingest.notes import MAX_NOTE_BYTES, read_note, read_notes
 
 LABELS = load_categories(PROJECT_ROOT / "data" / "categories.yaml")
 WriteNote = Callable[..., Path]

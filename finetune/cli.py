@@ -45,6 +45,13 @@ def make_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="train on the routing questions only (default: the house notes' paragraphs join train)",
     )
+    emb.add_argument(
+        "--no-vote",
+        action="store_true",
+        help="head only (default: mix in the store vote, its weight picked on val; needs an ingested store)",
+    )
+    emb.add_argument("--store", type=Path, default=None, help="the store to vote with (default var/store)")
+    emb.add_argument("--chroma-url", default=None, help="vote with a Chroma server's store instead")
 
     inst = sub.add_parser("install", help="make a run's best adapter the router model (fp16 weights)")
     inst.add_argument("run", type=Path, help="a run folder (runs/<recipe>)")
@@ -130,7 +137,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_embedding(args: argparse.Namespace) -> int:
     from core.schemas import RoutingExample, read_routing_examples
-    from finetune.data import note_examples, training_data_hash
+    from finetune.data import extra_examples, note_examples, training_data_hash
     from router.embedding import fit
 
     settings = from_env()
@@ -142,13 +149,23 @@ def run_embedding(args: argparse.Namespace) -> int:
     if errors or val_errors:
         raise HousechatError("\n".join(str(e) for e in errors + val_errors))
     data_hash = training_data_hash(routing / "train.jsonl", routing / "val.jsonl")
+    extra, extra_hash = extra_examples(routing / "extra", labels)
+    if extra:
+        data_hash = f"{data_hash}+extra:{extra_hash}"
+        print(f"{len(extra)} extra training questions from {routing / 'extra'} join train")
     out = args.output_dir or settings.embedding_router_dir
     notes: list[RoutingExample] = []
     if not args.no_notes:
         notes, notes_hash = note_examples(settings.notes_dir, labels)
         data_hash = f"{data_hash}+notes:{notes_hash}"
         print(f"{len(notes)} note paragraphs from {settings.notes_dir} join the {len(train)} training questions")
-    meta = fit(train, val, labels, out, data_hash, extra=notes)
+    store = None
+    if not args.no_vote:
+        from core.store import open_store
+
+        store = open_store(from_env(store=args.store, chroma_url=args.chroma_url), create=False)
+        print(f"store vote tuned on val with the store at {store.location}")
+    meta = fit(train + extra, val, labels, out, data_hash, extra=notes, store=store)
     print(
         f"embedding router: val accuracy {meta['metrics']['val_accuracy']:.3f}, thresholds {meta['thresholds']}; saved to {out}"
     )

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.categories import LabelSet
-from core.errors import DataError
+from core.errors import DataError, HousechatError
 from core.schemas import RoutingExample, read_qa, read_routing_examples, write_jsonl
 
 SPLITS = ("train", "val", "test")
@@ -50,6 +50,20 @@ def note_examples(notes_dir: Path, labels: LabelSet) -> tuple[list[RoutingExampl
     return examples, digest.hexdigest()[:16]
 
 
+def extra_examples(extra_dir: Path, labels: LabelSet) -> tuple[list[RoutingExample], str]:
+    """Extra training questions (`data/routing/extra/*.jsonl`): train only, never split into val or test."""
+    examples, digest = [], hashlib.sha256()
+    errors: list[DataError] = []
+    for path in sorted(Path(extra_dir).glob("*.jsonl")):
+        found, bad = read_routing_examples(path, known=set(labels.ids))
+        examples += found
+        errors += bad
+        digest.update(path.read_bytes())
+    if errors:
+        raise HousechatError("\n".join(str(e) for e in errors))
+    return examples, digest.hexdigest()[:16] if examples else ""
+
+
 def training_data_hash(train_path: Path, val_path: Path) -> str:
     """The provenance hash of the files a router was fit on (train + val; never test)."""
     return hashlib.sha256(Path(train_path).read_bytes() + Path(val_path).read_bytes()).hexdigest()[:16]
@@ -64,6 +78,7 @@ def normalise(text: str) -> str:
 class DataReport:
     counts: dict[str, Counter[str]] = field(default_factory=dict)  # split -> category -> n
     boundary: int = 0
+    extra: int = 0  # extra training questions (data/routing/extra), train only
     errors: list[DataError] = field(default_factory=list)
     data_hash: str = ""
 
@@ -142,21 +157,28 @@ def check_splits(split_dir: Path, labels: LabelSet, qa_files: list[Path]) -> Dat
         digest.update(path.read_bytes())
     report.data_hash = digest.hexdigest()[:16]
 
-    flat = [(s, e) for s in SPLITS for e in per_split[s]]
-    groups = near_duplicate_groups([e.question for _, e in flat])
-    first_seen: dict[int, tuple[str, RoutingExample]] = {}
-    for (split, example), group in zip(flat, groups, strict=True):
-        other = first_seen.setdefault(group, (split, example))
+    # Extra training questions (train only) must not be near-twins of val or test either.
+    files = {s: Path(split_dir) / f"{s}.jsonl" for s in SPLITS}
+    flat = [(s, files[s], e) for s in SPLITS for e in per_split[s]]
+    for path in sorted((Path(split_dir) / "extra").glob("*.jsonl")):
+        examples, errors = read_routing_examples(path, known=set(labels.ids))
+        report.errors += errors
+        report.extra += len(examples)
+        flat += [("train", path, e) for e in examples]
+    groups = near_duplicate_groups([e.question for _, _, e in flat])
+    first_seen: dict[int, tuple[str, Path, RoutingExample]] = {}
+    for (split, path, example), group in zip(flat, groups, strict=True):
+        other = first_seen.setdefault(group, (split, path, example))
         if other[0] != split:
             report.errors.append(
                 DataError(
-                    str(Path(split_dir) / f"{split}.jsonl"),
+                    str(path),
                     example.line,
-                    f"near-duplicate of {other[0]}.jsonl:{other[1].line} ({other[1].question!r})",
+                    f"near-duplicate of {other[1].name}:{other[2].line} ({other[2].question!r})",
                     "reword one of them or keep both in the same split",
                 )
             )
-    routing_texts = {normalise(e.question) for _, e in flat}
+    routing_texts = {normalise(e.question) for _, _, e in flat}
     for qa_path in qa_files:
         items, errors = read_qa(qa_path, known=set(labels.ids))
         report.errors += errors
@@ -179,4 +201,6 @@ def format_report(report: DataReport, labels: LabelSet) -> str:
     lines.append(f"{'TOTAL':<15}" + "".join(f"{c:>7}" for c in totals) + f"{sum(totals):>7}")
     share = report.boundary / report.total if report.total else 0.0
     lines.append(f"boundary cases: {report.boundary} ({share:.0%}); data hash {report.data_hash}")
+    if report.extra:
+        lines.append(f"extra training questions (data/routing/extra, train only): {report.extra}")
     return "\n".join(lines)

@@ -10,9 +10,10 @@ pickle) beside its `meta.json`.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.categories import LabelSet
 from core.errors import HousechatError
@@ -22,7 +23,17 @@ from router.base import Route, route_from_scores
 from router.meta import check_labels, label_meta, read_meta, write_meta
 from router.policy import FilterPolicy, tune
 
+if TYPE_CHECKING:
+    from core.store import NoteStore
+
 C_GRID = (1.0, 4.0, 16.0, 64.0)
+# The store vote: the categories of the top chunks of an unfiltered search, weighted by score**4,
+# mixed with the head in log space (weight picked on val). It knows the household's own notes
+# without any refit: a vendor named only in the notes pulls its question to the right category.
+VOTE_K = 10
+VOTE_POWER = 4.0
+VOTE_FLOOR = 1e-3  # every label keeps a little mass, so one vote never vetoes the head
+VOTE_WEIGHTS = tuple(round(0.1 * i, 1) for i in range(0, 31))
 CHAR_WEIGHTS = (0.0, 1.0, 2.0, 3.0)  # n-gram block weight against MiniLM; 0 = MiniLM only
 NGRAMS = (2, 5)
 
@@ -48,9 +59,13 @@ class EmbeddingRouter:
         policy: FilterPolicy | None = None,
         chars: Any = None,
         char_weight: float = 0.0,
+        vote_weight: float = 0.0,
     ) -> None:
         self.coef, self.intercept, self.labels = coef, intercept, labels
         self.chars, self.char_weight = chars, char_weight
+        self.vote_weight = vote_weight
+        self.store: NoteStore | None = None
+        self._open_store: Callable[[], NoteStore | None] | None = None
         self.policy = policy or FilterPolicy()
         self.codes = {c.id: c.code for c in labels.categories}
 
@@ -71,7 +86,24 @@ class EmbeddingRouter:
             chars = char_vectorizer(vocab)
             chars.idf_ = head["char_idf"]
         policy = FilterPolicy.from_json(meta.get("thresholds"))
-        return cls(head["coef"], head["intercept"], labels, policy, chars, weight)
+        vote = float(meta.get("vote_weight", 0.0))
+        return cls(head["coef"], head["intercept"], labels, policy, chars, weight, vote)
+
+    def attach_store(self, store: NoteStore | Callable[[], NoteStore | None] | None) -> None:
+        """Search `store` for the vote from now on (None: head only).
+
+        A callable opens the store on first use and again while it returns None, so a router
+        loaded before the first ingest starts voting once the store exists.
+        """
+        if callable(store):
+            self.store, self._open_store = None, store
+        else:
+            self.store, self._open_store = store, None
+
+    def _vote_store(self) -> NoteStore | None:
+        if self.store is None and self._open_store is not None:
+            self.store = self._open_store()
+        return self.store
 
     def features(self, questions: list[str]) -> Any:
         """MiniLM embeddings, then the weighted n-gram block when the head was fit with one."""
@@ -83,9 +115,15 @@ class EmbeddingRouter:
         return np.hstack([x, self.char_weight * self.chars.transform(questions).toarray().astype(x.dtype)])
 
     def probabilities(self, questions: list[str]) -> Any:
+        """The head's probabilities, mixed with the store vote when a store is attached."""
         import numpy as np
 
-        logits = self.features(questions) @ self.coef.T + self.intercept
+        x = self.features(questions)
+        logits = x @ self.coef.T + self.intercept
+        store = self._vote_store() if self.vote_weight else None
+        if store is not None:
+            votes = store_vote(store, x[:, :MINILM_DIM], self.labels)
+            logits = logits + self.vote_weight * np.log(votes)
         logits -= logits.max(axis=1, keepdims=True)
         exp = np.exp(logits)
         return exp / exp.sum(axis=1, keepdims=True)
@@ -103,6 +141,20 @@ class EmbeddingRouter:
         ]
 
 
+def store_vote(store: NoteStore, vectors: Any, labels: LabelSet, k: int = VOTE_K) -> Any:
+    """Per question, a distribution over labels from the categories of its top-k chunks (score**4)."""
+    import numpy as np
+
+    index = {c: i for i, c in enumerate(labels.ids)}
+    votes = np.full((len(vectors), len(labels)), VOTE_FLOOR, dtype=np.float64)
+    for row, vector in enumerate(vectors):
+        for hit in store.search(vector, k):
+            label = index.get(str(hit.metadata.get("category")))
+            if label is not None:
+                votes[row, label] += max(hit.score, 0.0) ** VOTE_POWER
+    return votes / votes.sum(axis=1, keepdims=True)
+
+
 def fit(
     train: list[RoutingExample],
     val: list[RoutingExample],
@@ -111,8 +163,12 @@ def fit(
     data_hash: str = "",
     char_weights: tuple[float, ...] = CHAR_WEIGHTS,
     extra: list[RoutingExample] | tuple[RoutingExample, ...] = (),
+    store: NoteStore | None = None,
 ) -> dict[str, Any]:
-    """Fit the head on train (+ `extra`, e.g. the notes); pick the n-gram weight, C and the thresholds on val."""
+    """Fit the head on train (+ `extra`, e.g. the notes); pick the n-gram weight, C and the thresholds on val.
+
+    With a `store` (ingested from the notes), the store vote's mix weight is picked on val too.
+    """
     import numpy as np
     from sklearn.linear_model import LogisticRegression
 
@@ -142,6 +198,16 @@ def fit(
     intercept[clf.classes_] = clf.intercept_
     vocab = [str(g) for g in chars.get_feature_names_out()] if w_best else []
     router = EmbeddingRouter(coef, intercept, labels, chars=chars if w_best else None, char_weight=w_best)
+    vote_weight, vote_acc = 0.0, val_acc
+    if store is not None:
+        head_logits = np.log(np.clip(router.probabilities(val_q), 1e-12, None))
+        votes = np.log(store_vote(store, x_val, labels))
+        for weight in VOTE_WEIGHTS:  # ties keep the smaller weight
+            acc = float(((head_logits + weight * votes).argmax(1) == y_val).mean())
+            if acc > vote_acc + 1e-9:
+                vote_weight, vote_acc = weight, acc
+        router.vote_weight = vote_weight
+        router.attach_store(store)
     routes = router.route_batch(val_q)
     policy, utility = tune(routes, [e.category for e in val])
     out_dir = Path(out_dir)
@@ -153,12 +219,15 @@ def fit(
         "embedding_model": MINILM,
         "features": f"MiniLM + {w_best} x char {NGRAMS[0]}-{NGRAMS[1]}-gram TF-IDF" if w_best else "MiniLM",
         "char_weight": w_best,
+        "vote_weight": vote_weight,
+        "vote": f"top-{VOTE_K} chunks of an unfiltered search, score**{VOTE_POWER:g}" if vote_weight else None,
         "classifier": f"LogisticRegression(C={c_best})",
         **label_meta(labels),
         "data_hash": data_hash,
         "thresholds": policy.to_json(),
         "metrics": {
-            "val_accuracy": round(val_acc, 4),
+            "val_accuracy": round(vote_acc, 4),
+            "val_accuracy_head": round(val_acc, 4),
             "val_policy_utility": round(utility, 4),
             "n_train": n_questions,
             "n_extra": len(train) - n_questions,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.categories import LabelSet, load_categories
 from core.errors import HousechatError
@@ -18,6 +19,9 @@ from core.settings import Settings
 from router.base import Route, Router
 from router.meta import check_labels, read_meta
 from router.policy import FilterPolicy
+
+if TYPE_CHECKING:
+    from core.store import NoteStore
 
 FALLBACK = {"llm": "embedding", "ensemble": "embedding", "ollama": "embedding", "embedding": "off"}
 
@@ -68,7 +72,19 @@ def _embedding(settings: Settings, labels: LabelSet) -> LoadedRouter:
     from router.embedding import EmbeddingRouter
 
     router = EmbeddingRouter.load(settings.embedding_router_dir, labels)
+    if router.vote_weight:
+        router.attach_store(lambda: _vote_store(settings))
     return LoadedRouter(router, router.policy, "embedding")
+
+
+def _vote_store(settings: Settings) -> NoteStore | None:
+    """The store the router votes with: the one `settings` point at (None until it is ingested)."""
+    from core.store import StoreMissing, open_store
+
+    try:
+        return open_store(settings, create=False)
+    except StoreMissing:
+        return None
 
 
 def _ollama(settings: Settings, labels: LabelSet) -> LoadedRouter:

@@ -283,3 +283,38 @@ def test_ensemble_mix_and_weight_tuning(tmp_path, labels) -> None:
     meta = fit_weight(llm, emb, ["pool", "pool", "water_heater"], labels, tmp_path, {})
     assert meta["metrics"]["val_accuracy"] == 1.0 and 0.0 < meta["weight_llm"] < 1.0
     assert json.loads((tmp_path / "meta.json").read_text())["categories_hash"] == labels.fingerprint()
+
+
+def test_store_vote_learns_a_new_households_vendor_after_ingest(embedding_dir, labels, tmp_path, write_note) -> None:
+    """A vendor named only in a new household's notes: wrong before its notes are ingested, right after."""
+    from ingest.cli import main as ingest_main
+    from router.registry import load_router
+
+    model = tmp_path / "router"
+    shutil.copytree(embedding_dir, model)
+    meta = json.loads((model / "meta.json").read_text())
+    meta["vote_weight"] = 2.0
+    (model / "meta.json").write_text(json.dumps(meta))
+    store = tmp_path / "store"
+    settings = from_env(store=store, embedding_router_dir=model)
+    question = "has Quillmoor Brothers sent their invoice yet?"
+    router = load_router("embedding", settings, labels).router
+    before = router.route(question)  # no store yet: the head alone, which has never heard of Quillmoor
+    assert before.category != "roof"
+    notes = tmp_path / "notes"
+    write_note(
+        notes,
+        "roof-ridge",
+        "roof",
+        "Quillmoor Brothers re-bedded the ridge tiles and replaced 14 slates.\n"
+        "Quillmoor Brothers invoice: $2,140, paid by cheque.",
+        title="Ridge tiles re-bedded by Quillmoor Brothers",
+    )
+    write_note(notes, "garden-hedge", "garden", "Trimmed the beech hedge and mulched the roses.", title="Hedge")
+    write_note(
+        notes, "pool-pump", "pool", "The pool pump was primed and the skimmer basket cleaned.", title="Pool pump"
+    )
+    assert ingest_main(["--store", str(store), str(notes)]) == 0
+    after = router.route(question)  # the same router object: it opens the store once it exists
+    assert after.category == "roof"
+    assert after.scores["roof"] > before.scores["roof"]

@@ -1,0 +1,154 @@
+"""Which routing levers pay? Every lever fit on train (+ notes, + extra questions), scored on val and test.
+
+    python -m benchmarks.routing_levers --store var/store [--extra] [--finetuned DIR]
+
+The store gives the retrieval vote: the categories of the top chunks of an unfiltered search,
+weighted by score**power. Weights and C are chosen on val only; test is printed for the record.
+MiniLM vectors are cached in var/cache/levers (keyed by the text) so reruns are quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from core.categories import load_categories
+from core.schemas import RoutingExample, read_routing_examples
+from core.settings import from_env
+
+
+def cached_embed(texts: list[str], cache_dir: Path, model_dir: Path | None = None) -> Any:
+    import numpy as np
+
+    from core.models import embed
+
+    key = hashlib.sha256(("\n".join(texts) + str(model_dir)).encode()).hexdigest()[:16]
+    path = cache_dir / f"{key}.npy"
+    if path.exists():
+        return np.load(path)
+    if model_dir is None:
+        x = embed(texts)
+    else:
+        from sentence_transformers import SentenceTransformer
+
+        x = SentenceTransformer(str(model_dir), device="cpu").encode(
+            texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True
+        )
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    np.save(path, x)
+    return x
+
+
+def read_split(path: Path, known: set[str]) -> list[RoutingExample]:
+    examples, errors = read_routing_examples(path, known=known)
+    if errors:
+        raise SystemExit(f"{path}: {len(errors)} bad lines")
+    return examples
+
+
+def main(argv: list[str] | None = None) -> int:
+    import numpy as np
+    import scipy.sparse as sp
+    from sklearn.linear_model import LogisticRegression
+
+    from finetune.data import note_examples
+    from router.embedding import char_vectorizer
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--store", type=Path, required=True, help="a store ingested from data/notes")
+    parser.add_argument("--extra", action="store_true", help="add data/routing/extra/*.jsonl to train")
+    parser.add_argument("--finetuned", type=Path, default=None, help="a fine-tuned MiniLM dir to use instead")
+    parser.add_argument("--json", type=Path, default=None, help="write the table as JSON here")
+    args = parser.parse_args(argv)
+
+    settings = from_env(store=args.store)
+    labels = load_categories(Path(str(settings.categories_file)))
+    known = set(labels.ids)
+    index = {c: i for i, c in enumerate(labels.ids)}
+    data = Path(settings.home) / "data" / "routing"
+    train, val, test = (read_split(data / f"{s}.jsonl", known) for s in ("train", "val", "test"))
+    notes, _ = note_examples(Path(str(settings.notes_dir)), labels)
+    extra: list[RoutingExample] = []
+    if args.extra:
+        for path in sorted((data / "extra").glob("*.jsonl")):
+            extra += read_split(path, known)
+    fit_set = train + extra + notes
+    cache = Path(settings.var) / "cache" / "levers"
+    emb = {
+        name: cached_embed([e.question for e in xs], cache, args.finetuned)
+        for name, xs in (("fit", fit_set), ("val", val), ("test", test))
+    }
+    y = {
+        name: np.array([index[e.category] for e in xs]) for name, xs in (("fit", fit_set), ("val", val), ("test", test))
+    }
+    print(
+        f"fit {len(fit_set)} (train {len(train)}, extra {len(extra)}, notes {len(notes)}); val {len(val)}; test {len(test)}"
+    )
+
+    # The retrieval vote: chunk vectors and categories straight from the store.
+    from core.store import open_store
+
+    store = open_store(settings, create=False)
+    vectors, metas = store.chunk_vectors()
+    chunk_cat = np.array([index.get(str(m.get("category")), -1) for m in metas])
+    if args.finetuned is not None:  # the store holds base-MiniLM vectors; re-embed for a fine-tuned model
+        texts = [t for t in store.chunk_texts()]
+        vectors = cached_embed(texts, cache, args.finetuned)
+
+    def vote(x: Any, k: int = 10, power: float = 4.0) -> Any:
+        sims = x @ vectors.T
+        top = np.argsort(-sims, axis=1)[:, :k]
+        out = np.full((len(x), len(labels)), 1e-3)
+        for i, row in enumerate(top):
+            for j in row:
+                if chunk_cat[j] >= 0:
+                    out[i, chunk_cat[j]] += max(sims[i, j], 0.0) ** power
+        return out / out.sum(axis=1, keepdims=True)
+
+    def acc(p: Any, split: str) -> float:
+        return float((p.argmax(1) == y[split]).mean())
+
+    rows: list[dict[str, Any]] = []
+
+    def record(name: str, p_val: Any, p_test: Any, note: str = "") -> None:
+        rows.append(
+            {"lever": name, "val": round(acc(p_val, "val"), 4), "test": round(acc(p_test, "test"), 4), "note": note}
+        )
+        print(f"{name:<44} val {acc(p_val, 'val'):.3f}  test {acc(p_test, 'test'):.3f}  {note}", flush=True)
+
+    for k, power in ((1, 1.0), (5, 4.0), (10, 4.0), (20, 4.0)):
+        record(f"vote top-{k} score^{power:g}", vote(emb["val"], k, power), vote(emb["test"], k, power))
+
+    chars = char_vectorizer().fit([e.question for e in fit_set])
+    grams = {s: chars.transform([e.question for e in xs]) for s, xs in (("fit", fit_set), ("val", val), ("test", test))}
+    best: tuple[float, Any] = (-1.0, None)
+    for weight in (0.0, 1.0, 2.0, 3.0):
+        feats = {s: sp.hstack([sp.csr_matrix(emb[s]), weight * grams[s]]).tocsr() if weight else emb[s] for s in emb}
+        for c in (4.0, 16.0, 64.0):
+            start = time.perf_counter()
+            clf = LogisticRegression(C=c, max_iter=3000).fit(feats["fit"], y["fit"])
+            p_val, p_test = clf.predict_proba(feats["val"]), clf.predict_proba(feats["test"])
+            record(f"head w={weight:g} C={c:g}", p_val, p_test, f"fit {time.perf_counter() - start:.0f} s")
+            if acc(p_val, "val") > best[0]:
+                best = (acc(p_val, "val"), (weight, c, p_val, p_test))
+    weight, c, p_val, p_test = best[1]
+    v_val, v_test = vote(emb["val"]), vote(emb["test"])
+    best_mix = max((acc(np.log(p_val) + m * np.log(v_val), "val"), m) for m in np.arange(0.0, 2.01, 0.1))
+    m = best_mix[1]
+    record(
+        f"best head (w={weight:g}, C={c:g}) + vote x{m:.1f}",
+        np.log(p_val) + m * np.log(v_val),
+        np.log(p_test) + m * np.log(v_test),
+        "mix weight on val",
+    )
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -204,7 +204,7 @@ def run_answers(args: argparse.Namespace, command: str) -> int:
 def run_split_qa(args: argparse.Namespace, command: str) -> int:
     from eval.qa_split import split_file
 
-    path = args.qa_file or from_env().home / "data" / "eval" / "qa.jsonl"
+    path = args.qa_file or from_env().qa_file
     for name, n in split_file(path, write=args.write).items():
         print(f"{name:<20} {n}")
     if args.write:

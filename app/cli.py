@@ -12,6 +12,7 @@ import subprocess
 import sys
 from typing import TYPE_CHECKING
 
+from core.cli import run
 from core.errors import HousechatError
 
 if TYPE_CHECKING:
@@ -106,27 +107,22 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command; returns the exit code."""
-    parser = make_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help (0) or a usage error (2)
-        return exc.code if isinstance(exc.code, int) else 2
-    try:
-        from core.settings import from_env
+    return run(make_parser(), _run, argv)
 
-        settings = from_env(
-            store=args.store,
-            chroma_url=args.chroma_url,
-            collection=args.collection,
-            router_backend=args.router_backend,
-            answerer=args.answerer,
-        )
-        if args.command == "ask":
-            return _ask(settings, args.question, args.router == "on", args.json)
-        return _serve(settings, args)
-    except HousechatError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+
+def _run(args: argparse.Namespace) -> int:
+    from core.settings import from_env
+
+    settings = from_env(
+        store=args.store,
+        chroma_url=args.chroma_url,
+        collection=args.collection,
+        router_backend=args.router_backend,
+        answerer=args.answerer,
+    )
+    if args.command == "ask":
+        return _ask(settings, args.question, args.router == "on", args.json)
+    return _serve(settings, args)
 
 
 def _ask(settings: Settings, question: str, routing: bool, as_json: bool) -> int:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
+from core.cli import run
 from core.errors import HousechatError
 from core.settings import from_env
 
@@ -29,7 +31,8 @@ def make_parser() -> argparse.ArgumentParser:
     )
     routing.add_argument("--limit", type=int, default=0, help="score only the first N questions (quick runs)")
     routing.add_argument("--report", type=Path, default=None, help="report root folder (default reports/)")
-    routing.add_argument("--json", type=Path, dest="json_file", help="also write the summary JSON here")
+    routing.add_argument("--json", action="store_true", help="print the summary JSON on stdout (not the table)")
+    routing.add_argument("--summary", type=Path, metavar="PATH", help="also write the summary JSON to this file")
     routing.add_argument("--min-accuracy", type=float, help="exit 1 when any backend scores below this (0..1)")
 
     answers = sub.add_parser("answers", help="retrieval and answer quality with the router off vs on")
@@ -55,7 +58,8 @@ def make_parser() -> argparse.ArgumentParser:
     answers.add_argument("--store", type=Path, help="embedded Chroma folder (env HOUSECHAT_STORE)")
     answers.add_argument("--chroma-url", help="a Chroma server instead (env HOUSECHAT_CHROMA_URL)")
     answers.add_argument("--report", type=Path, default=None, help="report root folder (default reports/)")
-    answers.add_argument("--json", type=Path, dest="json_file", help="also write the summary JSON here")
+    answers.add_argument("--json", action="store_true", help="print the summary JSON on stdout (not the table)")
+    answers.add_argument("--summary", type=Path, metavar="PATH", help="also write the summary JSON to this file")
 
     split = sub.add_parser("split-qa", help="recompute the QA set's dev/test split (stratified, seed 13)")
     split.add_argument("--qa-file", type=Path, help="QA JSONL (default data/eval/qa.jsonl)")
@@ -64,13 +68,9 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
-    command = "python -m eval " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
-    try:
-        return COMMANDS[args.command](args, command)
-    except HousechatError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = "python -m eval " + " ".join(shlex.quote(a) for a in argv)
+    return run(make_parser(), lambda args: COMMANDS[args.command](args, command), argv)
 
 
 def run_routing(args: argparse.Namespace, command: str) -> int:
@@ -136,10 +136,7 @@ def run_routing(args: argparse.Namespace, command: str) -> int:
     }
     report.write_json(folder / "report.json", full)
     (folder / "report.md").write_text(markdown(str(path), len(examples), results, skipped, unknown, misrouted, command))
-    if args.json_file:
-        report.write_json(args.json_file, summary)
-    print(f"report: {folder}/report.md", file=sys.stderr)
-    print((folder / "report.md").read_text().split("\n## ")[0])
+    _print_summary(args, folder, summary, (folder / "report.md").read_text().split("\n## ")[0])
     if args.min_accuracy is not None:
         low = {n: r["accuracy"] for n, r in results.items() if r["accuracy"] < args.min_accuracy}
         if low or not results:
@@ -194,11 +191,18 @@ def run_answers(args: argparse.Namespace, command: str) -> int:
     bars["MRR"] = {a: s["mrr"] for a, s in summaries.items()}
     bars["category precision"] = {a: s["category_precision"] for a, s in summaries.items()}
     report.plot_bars(bars, "Retrieval, router off vs on", "score", folder / "retrieval.png")
-    if args.json_file:
-        report.write_json(args.json_file, summary)
-    print(f"report: {folder}/report.md", file=sys.stderr)
-    print(text.split("\n| category |")[0])
+    _print_summary(args, folder, summary, text.split("\n| category |")[0])
     return 1 if errors else 0
+
+
+def _print_summary(args: argparse.Namespace, folder: Path, summary: dict[str, Any], table: str) -> None:
+    """The summary on stdout (JSON with --json, else the report's head) and in --summary's file."""
+    from eval import report
+
+    if args.summary:
+        report.write_json(args.summary, summary)
+    print(f"report: {folder}/report.md", file=sys.stderr)
+    print(json.dumps(summary, ensure_ascii=False) if args.json else table)
 
 
 def run_split_qa(args: argparse.Namespace, command: str) -> int:

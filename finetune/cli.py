@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from core.categories import load_categories
+from core.cli import run
 from core.errors import HousechatError
 from core.settings import from_env
 
@@ -71,12 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0].endswith((".yaml", ".yml")):
         argv.insert(0, "train")  # `python -m finetune RECIPE.yaml` is `train RECIPE.yaml`
-    args = make_parser().parse_args(argv)
-    try:
-        return COMMANDS[args.command](args)
-    except HousechatError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    return run(make_parser(), lambda args: COMMANDS[args.command](args), argv)
 
 
 def run_data(args: argparse.Namespace) -> int:

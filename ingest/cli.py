@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core.errors import HousechatError
+from core.cli import run
 
 if TYPE_CHECKING:
     from core.errors import DataError
@@ -57,16 +57,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command; returns the exit code."""
-    parser = make_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help (0) or a usage error (2)
-        return exc.code if isinstance(exc.code, int) else 2
-    try:
-        return _run(args)
-    except HousechatError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    return run(make_parser(), _run, argv)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
-from core.errors import HousechatError
+from core.cli import run
 from core.settings import Settings, from_env
 
 
@@ -27,21 +26,20 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser()
-    args = parser.parse_args(argv)
+    return run(parser, lambda args: _route(parser, args), argv)
+
+
+def _route(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if not args.list and not args.question:
         parser.error("give a question, or --list")
-    try:
-        settings = from_env(router_backend=args.backend)
-        if args.list:
-            return list_backends(settings, args.json)
-        from router.registry import load_router
+    settings = from_env(router_backend=args.backend)
+    if args.list:
+        return list_backends(settings, args.json)
+    from router.registry import load_router
 
-        loaded = load_router(settings.router_backend, settings, fallback=not args.no_fallback)
-        route = loaded.router.route(args.question)
-        where = loaded.policy.where(route)
-    except HousechatError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    loaded = load_router(settings.router_backend, settings, fallback=not args.no_fallback)
+    route = loaded.router.route(args.question)
+    where = loaded.policy.where(route)
     if args.json:
         print(json.dumps({**route.to_json(), "filter": where}, ensure_ascii=False))
         return 0

@@ -95,7 +95,7 @@ def test_eval_routing_cli_end_to_end(embedding_router, tmp_path, monkeypatch, ca
             "40",
             "--report",
             str(tmp_path / "rep"),
-            "--json",
+            "--summary",
             str(out_json),
         ]
     )
@@ -165,7 +165,7 @@ def test_eval_routing_external_file_with_bad_lines_and_unknown_labels(
                 str(data),
                 "--report",
                 str(tmp_path / "r"),
-                "--json",
+                "--summary",
                 str(out_json),
             ]
         )
@@ -224,7 +224,7 @@ def small_store(tmp_path_factory, embedding_router) -> dict[str, str]:
     return {"store": str(store), "qa": str(qa), "embedding": str(embedding_router)}
 
 
-def test_eval_answers_retrieval_only_cli(small_store, tmp_path, monkeypatch) -> None:
+def test_eval_answers_retrieval_only_cli(small_store, tmp_path, monkeypatch, capsys) -> None:
     from eval.cli import main
 
     monkeypatch.setenv("HOUSECHAT_EMBEDDING_ROUTER_DIR", small_store["embedding"])
@@ -242,12 +242,14 @@ def test_eval_answers_retrieval_only_cli(small_store, tmp_path, monkeypatch) -> 
                 "--report",
                 str(tmp_path / "rep"),
                 "--json",
+                "--summary",
                 str(out),
             ]
         )
         == 0
     )
     summary = json.loads(out.read_text())
+    assert json.loads(capsys.readouterr().out) == summary  # --json: the summary, and only it, on stdout
     assert summary["n"] == 12 and set(summary["arms"]) == {"off", "on"}
     for arm in summary["arms"].values():
         assert set(arm) == {
@@ -317,6 +319,7 @@ def test_eval_answers_with_an_ollama_answerer(small_store, ollama_fake, tmp_path
                 "--report",
                 str(tmp_path / "r"),
                 "--json",
+                "--summary",
                 str(out),
             ]
         )

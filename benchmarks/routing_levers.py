@@ -66,18 +66,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     settings = from_env(store=args.store)
-    labels = load_categories(Path(str(settings.categories_file)))
+    labels = load_categories(settings.categories_file)
     known = set(labels.ids)
     index = {c: i for i, c in enumerate(labels.ids)}
-    data = Path(settings.home) / "data" / "routing"
+    data = settings.routing_data_dir
     train, val, test = (read_split(data / f"{s}.jsonl", known) for s in ("train", "val", "test"))
-    notes, _ = note_examples(Path(str(settings.notes_dir)), labels)
+    notes, _ = note_examples(settings.notes_dir, labels)
     extra: list[RoutingExample] = []
     if args.extra:
         for path in sorted((data / "extra").glob("*.jsonl")):
             extra += read_split(path, known)
     fit_set = train + extra + notes
-    cache = Path(settings.var) / "cache" / "levers"
+    cache = settings.var_dir / "cache" / "levers"
     emb = {
         name: cached_embed([e.question for e in xs], cache, args.finetuned)
         for name, xs in (("fit", fit_set), ("val", val), ("test", test))

@@ -35,8 +35,7 @@ def note_examples(notes_dir: Path, labels: LabelSet) -> tuple[list[RoutingExampl
     from core.notes import find_note_files, read_note
 
     examples, digest = [], hashlib.sha256()
-    files, _ = find_note_files([Path(notes_dir)])
-    for path in files:
+    for path in find_note_files([Path(notes_dir)]).files:
         text = path.read_text(encoding="utf-8", errors="replace")
         digest.update(path.name.encode() + b"\0" + text.encode())
         try:

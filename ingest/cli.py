@@ -26,9 +26,12 @@ examples:
   python -m ingest --dry-run             say what would change, write nothing
   python -m ingest --check               validate only: counts per category, errors, no store
   python -m ingest --json                machine-readable summary on stdout
+  python -m ingest --prune               also when that deletes most stored notes (a folder emptied on purpose)
 
 A note is markdown with YAML front matter (id, category, title; optional date, tags).
-Unchanged notes are not re-embedded; notes whose file is gone are removed.
+Unchanged notes are not re-embedded; notes whose file is gone are removed, but a run deletes
+nothing when a given path does not exist, keeps the notes of a folder it cannot read, and deletes
+more than half of the stored notes only with --prune.
 """
 
 
@@ -51,6 +54,11 @@ def make_parser() -> argparse.ArgumentParser:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--check", action="store_true", help="validate only and count notes per category; write nothing")
     mode.add_argument("--dry-run", action="store_true", help="say what would change; write nothing")
+    parser.add_argument(
+        "--prune",
+        action="store_true",
+        help="allow deleting more than half of the stored notes in this run (their files are gone)",
+    )
     parser.add_argument("--json", action="store_true", help="print a JSON summary on stdout (logs go to stderr)")
     return parser
 
@@ -84,9 +92,11 @@ def _run(args: argparse.Namespace) -> int:
             raise
         store = None  # a dry run against a store that does not exist yet: everything would be added
     with _progress() as progress:
-        summary = sync(paths, store, labels, settings.home, dry_run=args.dry_run, progress=progress)
+        summary = sync(paths, store, labels, settings.home, dry_run=args.dry_run, progress=progress, prune=args.prune)
     _print_summary(summary, store.location if store else "", args.json)
-    return 1 if summary.errors else 0
+    if summary.held_back:
+        print(f"error: {summary.held_reason}", file=sys.stderr)
+    return 1 if summary.errors or summary.held_back else 0
 
 
 @contextmanager
@@ -138,6 +148,8 @@ def _print_summary(summary: Summary, location: str, as_json: bool) -> None:
     for label, ids in (("updated", summary.updated), ("deleted (file gone)", summary.deleted)):
         if ids:
             print(f"  {label}: {', '.join(ids)}")
+    if summary.held_back:
+        print(f"  kept, though their files are gone: {', '.join(summary.held_back)}")
     if summary.recovered:
         print(f"  finished an interrupted run's writes for: {', '.join(summary.recovered)}")
     if not summary.dry_run:

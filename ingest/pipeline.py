@@ -7,13 +7,16 @@
 4. Remove stored notes whose file is gone.
 
 A note with an error is skipped and whatever the store holds for it is kept: a stored note is
-removed only when its file no longer exists, or now validly carries another id.
+removed only when its file no longer exists, or now validly carries another id. Deletion is the
+one step that loses data, so it holds back when the run cannot see the whole picture: a given
+path that does not exist, or a folder that cannot be listed, deletes nothing from it; and a run
+that would delete more than `PRUNE_SHARE` of the stored notes (a renamed or unmounted folder
+looks exactly like that) deletes nothing unless `prune=True`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,10 +25,11 @@ from typing import Any
 
 from core.categories import LabelSet
 from core.errors import DataError
-from core.notes import Corpus, NoteFile, read_notes
+from core.notes import Corpus, NoteFile, path_gone, read_notes
 from core.store import ChunkMeta, NoteEntry, NoteStore, NoteVersion, indexed_text
 from ingest.chunking import CHUNKER_ID, Chunk, chunk_note
 
+PRUNE_SHARE = 0.5  # deleting more than this share of the stored notes in one run needs --prune
 GROUP_CHUNKS = 128  # chunks embedded and committed together: progress granularity vs. write overhead
 
 Progress = Callable[[int, int], None]  # (chunks written so far, chunks to write)
@@ -54,6 +58,8 @@ class Summary:
     unchanged: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     recovered: list[str] = field(default_factory=list)
+    held_back: list[str] = field(default_factory=list)  # gone from disk but kept: the run may not delete them
+    held_reason: str = ""  # why they were kept and how to delete them
     chunks: int = 0  # chunks embedded and written (0 when nothing changed)
     errors: list[DataError] = field(default_factory=list)
     store_notes: int = 0
@@ -67,14 +73,17 @@ class Summary:
             "updated": len(self.updated),
             "unchanged": len(self.unchanged),
             "deleted": len(self.deleted),
+            "held_back": len(self.held_back),
             "chunks": self.chunks,
             "errors": [error_json(e) for e in self.errors],
             "notes": {
                 "added": self.added,
                 "updated": self.updated,
                 "deleted": self.deleted,
+                "held_back": self.held_back,
                 "recovered": self.recovered,
             },
+            "held_reason": self.held_reason,
             "store": {"notes": self.store_notes, "chunks": self.store_chunks},
             "dry_run": self.dry_run,
         }
@@ -135,10 +144,12 @@ def sync(
     home: Path,
     dry_run: bool = False,
     progress: Progress | None = None,
+    prune: bool = False,
 ) -> Summary:
     """Bring the store in line with the notes under `paths`.
 
-    `store=None` (only with `dry_run`) stands for a store that does not exist yet.
+    `store=None` (only with `dry_run`) stands for a store that does not exist yet. `prune` allows
+    deleting more than `PRUNE_SHARE` of the stored notes in this run.
     """
     if store is None and not dry_run:
         raise ValueError("sync needs a store unless it is a dry run")
@@ -157,9 +168,24 @@ def sync(
         (summary.updated if old is not None else summary.added).append(note.id)
         changed.append(note)
     present = {f.note.id for f in corpus.notes}
-    summary.deleted = sorted(
+    gone = sorted(
         note_id for note_id, entry in stored.items() if note_id not in present and _is_gone(entry, corpus, home)
     )
+    if gone and corpus.missing_roots:
+        summary.held_back = gone
+        summary.held_reason = (
+            f"{', '.join(corpus.missing_roots)} does not exist, so this run deletes nothing — "
+            "check the path (is the folder renamed or not mounted?) and run again"
+        )
+    elif len(gone) > PRUNE_SHARE * len(stored) and not prune:
+        summary.held_back = gone
+        summary.held_reason = (
+            f"this run would delete {len(gone)} of the {len(stored)} stored notes (their files are gone), "
+            "so it deleted nothing — check the notes folder is the right one and mounted; "
+            "to delete them, run again with --prune"
+        )
+    else:
+        summary.deleted = gone
     summary.chunks = sum(len(n.chunks) for n in changed)
     if store is not None and not dry_run:
         _write(store, changed, summary.chunks, progress)
@@ -174,9 +200,9 @@ def _is_gone(entry: NoteEntry, corpus: Corpus, home: Path) -> bool:
 
     A file with an error keeps whatever the store holds for it.
     """
-    if entry.path in corpus.failed_paths:
+    if entry.path in corpus.failed_paths or corpus.under_unreadable_dir(entry.path):
         return False
-    return entry.path in corpus.ok_paths or not os.path.lexists(home / entry.path)
+    return entry.path in corpus.ok_paths or path_gone(home, entry.path)
 
 
 def _write(store: NoteStore, notes: list[PreparedNote], total: int, progress: Progress | None) -> None:

@@ -155,6 +155,22 @@ def front(note_id: str = "pool-x", category: str = "pool", title: str = "A title
     return f"---\nid: {note_id}\ncategory: {category}\ntitle: {title}\n---\n"
 
 
+# 424 bytes that expand to 9^6 strings: the stock loader built them all (3 GB) and echoed them back.
+ALIAS_BOMB = b"""---
+id: pool-bomb
+category: pool
+a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+title: *f
+tags: *f
+---
+body
+"""
+
 BAD_NOTES: dict[str, tuple[bytes, int, str]] = {
     # file name: (content, expected line, expected words in the message)
     "bad-yaml.md": (
@@ -202,6 +218,18 @@ BAD_NOTES: dict[str, tuple[bytes, int, str]] = {
     "empty.md": (b"", 1, "empty file — write front matter and a body"),
     "no-body.md": (front("pool-e").encode() + b"\n  \n", 5, "the note has no body — write the note's text below"),
     "huge.md": (front("pool-h").encode() + b"x" * (MAX_NOTE_BYTES + 1), 1, "MB limit for a note — split it"),
+    # YAML reads these as timestamps and the stock loader raised ValueError out of the whole ingest.
+    "impossible-date.md": (
+        b"---\nid: pool-i\ncategory: pool\ntitle: T\ndate: 2024-13-45\n---\nbody\n",
+        5,
+        "date '2024-13-45' is not a date — write it as YYYY-MM-DD",
+    ),
+    "impossible-extra-date.md": (
+        b"---\nid: pool-j\ncategory: pool\ntitle: T\ninstalled: 2024-02-30\ndate: 2024-02-30\n---\nbody\n",
+        6,
+        "date '2024-02-30' is not a date",
+    ),
+    "alias-bomb.md": (ALIAS_BOMB, 4, "front matter uses a YAML alias"),
 }
 
 
@@ -395,3 +423,134 @@ def test_small_sections_are_packed_together() -> None:
     note = Note(id="w", category="water_heater", title="Flush", body=body, path="p.md", body_line=5)
     [chunk] = chunk_note(note)
     assert chunk.heading == "Visit" and chunk.line == 5 and "## Cost" in chunk.text and "## Next" in chunk.text
+
+
+# -- nothing stored is lost to a bad file, a missing folder or a hostile note ------------------
+
+
+def test_an_impossible_date_is_one_error_and_the_rest_goes_in(
+    tmp_path: Path, notes: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (notes / "bad-date.md").write_bytes(BAD_NOTES["impossible-date.md"][0])
+    (notes / "date-title.md").write_text("---\nid: pool-t\ncategory: pool\ntitle: 2024-02-30\n---\nA body.\n")
+    code, summary = run(capsys, str(notes), "--store", str(tmp_path / "store"))
+    assert code == 1 and summary["added"] == 4  # the three notes and the one whose title looks like a date
+    [error] = summary["errors"]
+    assert error["path"].endswith("bad-date.md") and error["line"] == 5 and "is not a date" in error["message"]
+    assert read_note(notes / "date-title.md", "x", LABELS).note.title == "2024-02-30"
+
+
+def test_echoed_values_are_capped(tmp_path: Path) -> None:
+    for name, field in (("long-id.md", "id"), ("long-category.md", "category"), ("long-date.md", "date")):
+        fields = {"id": "pool-x", "category": "pool", "title": "T", field: "X" * 100_000}
+        text = "---\n" + "".join(f"{k}: {v}\n" for k, v in fields.items()) + "---\nbody\n"
+        (tmp_path / name).write_text(text)
+        with pytest.raises(DataError) as caught:
+            read_note(tmp_path / name, name, LABELS)
+        assert len(str(caught.value)) < 1000 and "XXX…" in str(caught.value), name
+    (tmp_path / "bomb.md").write_bytes(ALIAS_BOMB)
+    with pytest.raises(DataError) as caught:
+        read_note(tmp_path / "bomb.md", "bomb.md", LABELS)
+    assert len(str(caught.value)) < 300
+
+
+def test_a_missing_folder_deletes_nothing(tmp_path: Path, notes: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = str(tmp_path / "store")
+    run(capsys, str(notes), "--store", store)
+    notes.rename(tmp_path / "renamed")
+    code = cli.main([str(notes), "--store", store])
+    captured = capsys.readouterr()
+    assert code == 1 and "0 deleted" in captured.out
+    assert f"{notes}:1: no such file or folder" in captured.err
+    assert "does not exist, so this run deletes nothing" in captured.err
+    assert store_of(tmp_path).note_ids() == sorted(BODIES)
+
+
+def test_deleting_most_of_the_store_needs_prune(
+    tmp_path: Path, notes: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = str(tmp_path / "store")
+    run(capsys, str(notes), "--store", store)
+    for path in notes.iterdir():  # an unmounted or emptied folder looks like this
+        path.unlink()
+    code, summary = run(capsys, str(notes), "--store", store)
+    assert code == 1 and summary["deleted"] == 0 and summary["notes"]["held_back"] == sorted(BODIES)
+    assert "run again with --prune" in summary["held_reason"] and "would delete 3 of the 3" in summary["held_reason"]
+    assert store_of(tmp_path).note_ids() == sorted(BODIES)
+    code, dry = run(capsys, str(notes), "--store", store, "--dry-run")
+    assert code == 1 and dry["held_back"] == 3 and dry["deleted"] == 0
+    code, pruned = run(capsys, str(notes), "--store", store, "--prune")
+    assert code == 0 and pruned["deleted"] == 3 and store_of(tmp_path).note_ids() == []
+
+
+def test_an_unreadable_folder_keeps_its_notes(
+    tmp_path: Path, notes: Path, write_note: WriteNote, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    store = str(tmp_path / "store")
+    locked = notes / "locked"
+    write_note(locked, "roof-warranty", "roof", "## Warranty\n\n25-year shingle warranty, registered 2019.")
+    run(capsys, str(notes), "--store", store)
+    locked.chmod(0)
+    if os.geteuid() == 0:  # root lists any folder: make this one refuse as it would for a user
+        real_scandir = os.scandir
+
+        def scandir(path: Any = ".") -> Any:
+            if Path(path) == locked:
+                raise PermissionError(13, "Permission denied", str(path))
+            return real_scandir(path)
+
+        monkeypatch.setattr(os, "scandir", scandir)
+    try:
+        code, summary = run(capsys, str(notes), "--store", store)
+    finally:
+        locked.chmod(0o755)
+    assert code == 1 and summary["deleted"] == 0 and summary["unchanged"] == 3
+    [error] = summary["errors"]
+    assert error["path"] == str(locked) and "cannot read the folder (Permission denied) — fix" in error["message"]
+    assert "roof-warranty" in store_of(tmp_path).note_ids()
+
+
+def test_a_duplicate_id_from_another_folder_does_not_take_over(
+    tmp_path: Path, write_note: WriteNote, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = str(tmp_path / "store")
+    first = write_note(tmp_path / "a", "pool-dup", "pool", "## Pump\n\nThe first note about the pool pump.")
+    run(capsys, str(tmp_path / "a"), "--store", store)
+    other = tmp_path / "b" / "other.md"
+    write_note(tmp_path / "b", "pool-dup", "pool", "## Pump\n\nAnother file claiming the same id.")
+    (tmp_path / "b" / "pool-dup.md").rename(other)
+    code, summary = run(capsys, str(tmp_path / "b"), "--store", store)
+    assert code == 1 and summary["added"] + summary["updated"] == 0
+    [error] = summary["errors"]
+    assert error["path"] == str(other) and error["line"] == 2
+    assert f"id 'pool-dup' belongs to the stored note from {first}" in error["message"]
+    [hit] = store_of(tmp_path).documents({"note_id": "pool-dup"})
+    assert "first note" in hit.text and hit.metadata["path"] == str(first)
+    # Once the original file is gone (or holds another id), the id is free to move.
+    first.write_text(first.read_text().replace("id: pool-dup", "id: pool-first"))
+    code, summary = run(capsys, str(tmp_path / "b"), "--store", store)
+    assert code == 0 and summary["notes"]["updated"] == ["pool-dup"]
+    first.unlink()
+    write_note(tmp_path / "c", "pool-dup", "pool", "## Pump\n\nA third copy.")
+    code, summary = run(capsys, str(tmp_path / "c"), "--store", store)
+    assert code == 1 and "belongs to the stored note from" in summary["errors"][0]["message"]  # b's file is there
+
+
+def test_links_are_followed_inside_the_folder_and_reported_outside(tmp_path: Path, write_note: WriteNote) -> None:
+    notes, outside = tmp_path / "notes", tmp_path / "outside"
+    write_note(notes, "pool-a", "pool", "A pool note.")
+    write_note(notes / ".archive", "roof-old", "roof", "An archived roof note.")
+    write_note(outside, "car-x", "car", "A note outside the folder.")
+    (notes / "archive").symlink_to(notes / ".archive")  # a folder link that stays inside: followed
+    (notes / "same-as-a.md").symlink_to(notes / "pool-a.md")  # the same file twice: taken once
+    (notes / "loop").symlink_to(notes)  # a loop: listed once
+    (notes / "elsewhere").symlink_to(outside)  # leaves the folder: reported
+    (notes / "car-x.md").symlink_to(outside / "car-x.md")
+    corpus = read_notes([notes], LABELS, tmp_path)
+    assert [n.note.path for n in corpus.notes] == ["notes/archive/roof-old.md", "notes/pool-a.md"]
+    assert sorted(str(e) for e in corpus.errors) == [
+        f"notes/car-x.md:1: link to a note outside the notes folder ({outside / 'car-x.md'}): not followed — "
+        "move the notes into the folder (or link from outside into it), or ingest that path too",
+        f"notes/elsewhere:1: link to a folder outside the notes folder ({outside}): not followed — "
+        "move the notes into the folder (or link from outside into it), or ingest that path too",
+    ]

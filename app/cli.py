@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from core.cli import run
 from core.errors import HousechatError
+from router.registry import BACKENDS
 
 if TYPE_CHECKING:
     from app.pipeline import Answer
@@ -51,8 +52,9 @@ def _add_common(parser: argparse.ArgumentParser, suppress: bool = False) -> None
     parser.add_argument(
         "--router-backend",
         metavar="NAME",
+        choices=list(BACKENDS),
         default=default,
-        help="embedding | llm | ensemble | zero-shot | ollama | off (env HOUSECHAT_ROUTER_BACKEND, default "
+        help=f"{' | '.join(BACKENDS)} (env HOUSECHAT_ROUTER_BACKEND, default "
         "embedding; falls back llm/ensemble/ollama → embedding → off)",
     )
     parser.add_argument(

@@ -12,6 +12,7 @@ from typing import Any
 from core.cli import run
 from core.errors import HousechatError
 from core.settings import from_env
+from router.registry import BACKENDS, parse_backends
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -19,7 +20,12 @@ def make_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     routing = sub.add_parser("routing", help="routing accuracy, macro-F1, calibration, latency per backend")
-    routing.add_argument("--backends", default="llm,embedding,zero-shot", help="comma-separated backend names")
+    routing.add_argument(
+        "--backends",
+        type=parse_backends,
+        default="llm,embedding,zero-shot",
+        help=f"comma-separated, from: {', '.join(BACKENDS)} (default llm,embedding,zero-shot)",
+    )
     routing.add_argument(
         "--split", default="test", choices=["train", "val", "test"], help="data/routing split to score"
     )
@@ -44,7 +50,10 @@ def make_parser() -> argparse.ArgumentParser:
         help="none = retrieval only (fast); embedded = SmolLM2 in process; ollama = the answer model",
     )
     answers.add_argument(
-        "--backend", default=None, help="router backend for the `on` arm (default: settings, embedding)"
+        "--backend",
+        choices=list(BACKENDS),
+        metavar="NAME",
+        help=f"router backend for the `on` arm: {', '.join(BACKENDS)} (default: settings, embedding)",
     )
     answers.add_argument("--k", type=int, default=5, help="chunks retrieved per question")
     answers.add_argument("--qa-file", type=Path, help="QA JSONL (default data/eval/qa.jsonl)")
@@ -80,13 +89,9 @@ def run_routing(args: argparse.Namespace, command: str) -> int:
     from eval.metrics import confusion, reliability
     from eval.routing import markdown, run_backend, split_known
     from router.meta import labels_from_meta, read_meta
-    from router.registry import BACKENDS
 
     settings = from_env(router_model_dir=args.model)
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    for name in backends:
-        if name not in BACKENDS:
-            raise HousechatError(f"unknown backend {name!r} — choose from {', '.join(BACKENDS)}")
+    backends = args.backends
     if args.test_file and args.model:
         labels = labels_from_meta(read_meta(args.model), str(args.model))
     else:

@@ -15,7 +15,7 @@ from core.schemas import RoutingExample
 from core.settings import Settings
 from eval import metrics
 from router.base import Route
-from router.registry import BACKENDS
+from router.registry import load_router
 
 
 @dataclass
@@ -79,7 +79,7 @@ def run_backend(name: str, settings: Settings, labels: LabelSet, examples: list[
     """Route every example with one backend (loaded without fallback)."""
     from tqdm import tqdm
 
-    router = BACKENDS[name](settings, labels).router
+    router = load_router(name, settings, labels, fallback=False).router
     routes = [
         router.route(e.question) for e in tqdm(examples, desc=name, file=sys.stderr, disable=not sys.stderr.isatty())
     ]

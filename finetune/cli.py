@@ -180,7 +180,7 @@ def run_install(args: argparse.Namespace) -> int:
 def run_ensemble(args: argparse.Namespace) -> int:
     from core.schemas import read_routing_examples
     from router.ensemble import fit_weight
-    from router.registry import BACKENDS
+    from router.registry import load_router
 
     settings = from_env()
     labels = load_categories(settings.categories_file)
@@ -188,8 +188,8 @@ def run_ensemble(args: argparse.Namespace) -> int:
     if errors:
         raise HousechatError("\n".join(map(str, errors)))
     questions = [e.question for e in val]
-    llm = BACKENDS["llm"](settings, labels).router.route_batch(questions)
-    embedding = BACKENDS["embedding"](settings, labels).router.route_batch(questions)
+    llm = load_router("llm", settings, labels, fallback=False).router.route_batch(questions)
+    embedding = load_router("embedding", settings, labels, fallback=False).router.route_batch(questions)
     out = args.output_dir or settings.ensemble_router_dir
     sources = {"llm": str(settings.router_model_dir), "embedding": str(settings.embedding_router_dir)}
     meta = fit_weight(llm, embedding, [e.category for e in val], labels, out, sources)

@@ -8,6 +8,7 @@ logits match the merged model), hyper-parameters and tokenizer fields copied fro
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from core.errors import HousechatError
 from core.models import SMOLLM2, smollm2_gguf_path
 from core.settings import OLLAMA_ROUTER_MODEL, Settings
 from router.meta import read_meta, write_meta
+from router.ollama_router import POLICY_KEY
 
 ARCH_BY_MODEL_TYPE = {"llama": "llama", "qwen3": "qwen3"}
 
@@ -80,8 +82,13 @@ def gguf_tensors(model: Any) -> list[tuple[str, Any]]:
     return out
 
 
-def write_gguf(model: Any, tokenizer: Any, base_model: str, path: Path) -> Path:
-    """Write the merged model as an F32 GGUF that transformers and llama.cpp/Ollama can load."""
+def write_gguf(
+    model: Any, tokenizer: Any, base_model: str, path: Path, thresholds: dict[str, float] | None = None
+) -> Path:
+    """Write the merged model as an F32 GGUF that transformers and llama.cpp/Ollama can load.
+
+    `thresholds` (the filter policy tuned on val) go in as a key/value the `ollama` router reads back.
+    """
     import gguf
 
     arch = ARCH_BY_MODEL_TYPE.get(model.config.model_type, "")
@@ -94,6 +101,8 @@ def write_gguf(model: Any, tokenizer: Any, base_model: str, path: Path) -> Path:
     else:
         _qwen3_metadata(writer, model.config, tokenizer)
     writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    if thresholds:
+        writer.add_string(POLICY_KEY, json.dumps(thresholds))
     for name, data in gguf_tensors(model):
         writer.add_tensor(name, data)
     writer.write_header_to_file()
@@ -206,7 +215,9 @@ def export(
     model, tokenizer, meta = merge(run_dir, out_dir, settings)
     written = {"merged": out_dir / "merged"}
     if want_gguf or want_ollama:
-        written["gguf"] = write_gguf(model, tokenizer, meta["base_model"], out_dir / "router.gguf")
+        written["gguf"] = write_gguf(
+            model, tokenizer, meta["base_model"], out_dir / "router.gguf", meta.get("thresholds")
+        )
     if want_ollama:
         labels = labels_from_meta(meta, str(run_dir))
         path = out_dir / "Modelfile"

@@ -7,6 +7,7 @@ import json
 
 from core.cli import run
 from core.settings import Settings, from_env
+from router.registry import BACKENDS
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -16,9 +17,14 @@ def make_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("question", nargs="?", help="the question to route")
     parser.add_argument(
-        "--backend", default=None, help="llm | llm-generate | zero-shot | embedding | ollama | off (default: settings)"
+        "--backend",
+        choices=list(BACKENDS),
+        metavar="NAME",
+        help=f"{' | '.join(BACKENDS)} (default: settings, embedding)",
     )
-    parser.add_argument("--no-fallback", action="store_true", help="fail instead of falling back llm → embedding → off")
+    parser.add_argument(
+        "--no-fallback", action="store_true", help="fail instead of falling back llm/ensemble/ollama → embedding → off"
+    )
     parser.add_argument("--json", action="store_true", help="print the route as JSON on stdout")
     parser.add_argument("--list", action="store_true", help="list the backends and whether each can run here")
     return parser

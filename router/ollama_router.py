@@ -1,7 +1,9 @@
 """The `ollama` router: the exported fine-tuned router model served by Ollama.
 
 Output is constrained by a JSON schema whose enum is the label codes, thinking is off and the
-temperature 0. Confidence comes from the token log-probs when the server returns them.
+temperature 0. Confidence comes from the token log-probs when the server returns them. The filter
+thresholds travel inside the exported GGUF (`POLICY_KEY`), so they belong to the model Ollama
+serves, not to whichever adapter happens to be installed locally.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from core import prompt
 from core.categories import LabelSet
 from core.errors import HousechatError
 from router.base import Route
+from router.policy import FilterPolicy
+
+POLICY_KEY = "housechat.filter_policy"  # GGUF key/value: the thresholds as JSON (finetune export writes it)
 
 
 class OllamaRouter:
@@ -50,6 +55,23 @@ class OllamaRouter:
                 f"Ollama has no model {self.model!r} — export the router (`python -m finetune export RUN --ollama`) "
                 "and run the `ollama create` line it prints"
             )
+
+    def policy(self) -> FilterPolicy:
+        """The thresholds the exported model carries (`ollama show`); the defaults when it has none."""
+        import httpx
+        import ollama
+
+        try:
+            info = self.client.show(self.model).modelinfo or {}
+        except (ConnectionError, httpx.HTTPError, ollama.ResponseError) as exc:
+            raise HousechatError(f"Ollama could not describe {self.model!r} ({exc}) — is `ollama serve` up?") from None
+        raw = info.get(POLICY_KEY)
+        try:
+            return FilterPolicy.from_json(json.loads(raw)) if raw else FilterPolicy()
+        except (json.JSONDecodeError, TypeError, ValueError):
+            raise HousechatError(
+                f"{self.model!r}: unreadable {POLICY_KEY} {raw!r} — export the router again and `ollama create` it"
+            ) from None
 
     def route(self, question: str) -> Route:
         import ollama

@@ -7,6 +7,7 @@ the `Route` says which backend did and why.
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,11 +93,7 @@ def _ollama(settings: Settings, labels: LabelSet) -> LoadedRouter:
 
     router = OllamaRouter(settings.ollama_host, settings.ollama_router_model, labels)
     router.check()
-    policy = FilterPolicy()
-    meta_path = settings.router_model_dir
-    if (meta_path / "meta.json").exists():
-        policy = FilterPolicy.from_json(read_meta(meta_path).get("thresholds"))
-    return LoadedRouter(router, policy, "ollama")
+    return LoadedRouter(router, router.policy(), "ollama")
 
 
 def _ensemble(settings: Settings, labels: LabelSet) -> LoadedRouter:
@@ -126,39 +123,47 @@ BACKENDS: dict[str, Callable[[Settings, LabelSet], LoadedRouter]] = {
 
 
 class FallbackRouter:
-    """Routes with `primary`; when it fails at route time, `secondary` answers and says why."""
+    """The next router in the chain answers when the configured one cannot, and every Route says why.
 
-    def __init__(self, primary: Router, secondary: Router) -> None:
-        self.primary, self.secondary = primary, secondary
-        self.name = primary.name
+    One job at two moments: built with `reason` (and no `primary`), the configured backend could
+    not load and `fallback` answers every question; built with a `primary`, that one routes and a
+    question it fails on at route time (Ollama gone away) is handed to `fallback`.
+    """
+
+    def __init__(self, fallback: Router, *, primary: Router | None = None, reason: str | None = None) -> None:
+        if (primary is None) == (reason is None):
+            raise ValueError("give either the primary router or the reason it could not load")
+        self.primary, self.fallback, self.reason = primary, fallback, reason
+        self.name = (primary or fallback).name
 
     def route(self, question: str) -> Route:
+        if self.primary is None:
+            return _noted(self.fallback.route(question), self.reason)
         try:
             return self.primary.route(question)
         except HousechatError as exc:
-            route = self.secondary.route(question)
-            route.fallback_reason = route.fallback_reason or f"{self.primary.name}: {exc}"
-            return route
+            return _noted(self.fallback.route(question), f"{self.primary.name}: {exc}")
 
     def route_batch(self, questions: list[str]) -> list[Route]:
+        if self.primary is None:
+            return [_noted(r, self.reason) for r in self.fallback.route_batch(questions)]
         return [self.route(q) for q in questions]
 
 
-class NotedRouter:
-    """A fallback router chosen at load time: every Route carries the reason."""
+def _noted(route: Route, reason: str | None) -> Route:
+    route.fallback_reason = route.fallback_reason or reason
+    return route
 
-    def __init__(self, inner: Router, reason: str) -> None:
-        self.inner, self.reason, self.name = inner, reason, inner.name
 
-    def route(self, question: str) -> Route:
-        return self._note(self.inner.route(question))
-
-    def route_batch(self, questions: list[str]) -> list[Route]:
-        return [self._note(r) for r in self.inner.route_batch(questions)]
-
-    def _note(self, route: Route) -> Route:
-        route.fallback_reason = route.fallback_reason or self.reason
-        return route
+def parse_backends(text: str) -> list[str]:
+    """Comma-separated backend names, checked against the registry (an argparse `type=`)."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in BACKENDS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown backend {', '.join(unknown) or text!r} — choose from {', '.join(BACKENDS)}"
+        )
+    return names
 
 
 def load_router(name: str, settings: Settings, labels: LabelSet | None = None, fallback: bool = True) -> LoadedRouter:
@@ -173,11 +178,11 @@ def load_router(name: str, settings: Settings, labels: LabelSet | None = None, f
             raise
         nxt = load_router(FALLBACK[name], settings, labels, fallback=True)
         reason = f"{name} unavailable: {exc}"
-        return LoadedRouter(NotedRouter(nxt.router, reason), nxt.policy, nxt.name)
+        return LoadedRouter(FallbackRouter(nxt.router, reason=reason), nxt.policy, nxt.name)
     if fallback and name == "ollama":
         # Ollama can go down after the check: fall back per question too.
         nxt = load_router(FALLBACK[name], settings, labels, fallback=True)
-        loaded = LoadedRouter(FallbackRouter(loaded.router, nxt.router), loaded.policy, loaded.name)
+        loaded = LoadedRouter(FallbackRouter(nxt.router, primary=loaded.router), loaded.policy, loaded.name)
     return loaded
 
 

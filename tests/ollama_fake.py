@@ -73,6 +73,7 @@ class OllamaFake:
     ) -> None:
         self.models = list(models if models is not None else ["qwen3:4b-instruct"])
         self.reply, self.choose = reply, choose
+        self.model_info: dict[str, Any] = {}  # extra GGUF key/values `/api/show` reports
         self.requests: list[Recorded] = []
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
@@ -122,7 +123,7 @@ class OllamaFake:
             "parameters": "temperature 0",
             "template": "{{ .Prompt }}",
             "details": _model_entry(name)["details"],
-            "model_info": {"general.architecture": "qwen3"},
+            "model_info": {"general.architecture": "qwen3", **self.model_info},
             "capabilities": ["completion"],
         }
 

@@ -174,6 +174,13 @@ def test_export_tiny_qwen3_gguf_round_trip(smoke_run: Path, tmp_path: Path, caps
     modelfile = (out / "Modelfile").read_text()
     assert modelfile.startswith("FROM ./router.gguf") and "<think>\n\n</think>" in modelfile
     assert "PARAMETER temperature 0" in modelfile and "{{ .Prompt }}" in modelfile
+    # The filter thresholds travel in the GGUF, where `ollama show` (and so the ollama router) finds them.
+    import gguf
+
+    from router.ollama_router import POLICY_KEY
+
+    stored = gguf.GGUFReader(str(out / "router.gguf")).fields[POLICY_KEY].contents()
+    assert json.loads(stored) == json.loads((smoke_run / "adapter" / "meta.json").read_text())["thresholds"]
     _same_predictions(out)
 
 

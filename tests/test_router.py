@@ -224,7 +224,9 @@ def test_cli_routes_and_lists(embedding_dir, capsys, monkeypatch) -> None:
     listing = json.loads(capsys.readouterr().out)
     assert listing["off"]["available"] and listing["embedding"]["available"]
     assert not listing["ollama"]["available"] and "ollama serve" in listing["ollama"]["reason"]
-    assert main(["x", "--backend", "nope"]) == 1
+    assert main(["x", "--backend", "nope"]) == 2  # choices come from the registry
+    assert main(["x", "--backend", "ensemble", "--help"]) == 0
+    assert "ensemble" in capsys.readouterr().out
     assert main([]) == 2  # neither a question nor --list: a usage error, returned (not raised)
 
 
@@ -259,8 +261,19 @@ def test_ollama_backend_against_a_loopback_server(ollama_fake, labels, embedding
     )
     assert load_router("ollama", settings).router.route("x").backend == "embedding"
 
-    # Server goes down after loading: each question falls back and says why.
+    # Thresholds come with the served model (exported into its GGUF), not from models/router-llm
+    # (the installed LLM router there has other ones); a model without them gets the defaults.
+    from router.ollama_router import POLICY_KEY
+    from router.policy import FilterPolicy
+
     ollama_fake.models = [OLLAMA_ROUTER_MODEL]
+    ollama_fake.model_info = {POLICY_KEY: json.dumps({"single": 0.7, "pair": 0.9})}
+    installed = from_env({}, ollama_host=ollama_fake.url, embedding_router_dir=embedding_dir, var_dir=VAR)
+    assert load_router("ollama", installed).policy == FilterPolicy(0.7, 0.9)
+    ollama_fake.model_info = {}
+    assert load_router("ollama", installed).policy == FilterPolicy()
+
+    # Server goes down after loading: each question falls back and says why.
     loaded = load_router("ollama", settings)
     ollama_fake.stop()
     route = loaded.router.route("pool pump")

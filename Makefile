@@ -3,7 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.housechat-installed
 
-.PHONY: setup chat test test-all lint data-check clean-var
+.PHONY: setup chat test test-fast lint data-check screenshot clean-var
 
 setup: $(STAMP)
 
@@ -25,11 +25,17 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy core router
 
+# Everything (what CI runs): lint, then every test including training, export, servers, browser.
 test: lint
 	$(PY) -m pytest -q
 
-test-all: lint
-	$(PY) -m pytest -q -m ''
+# The edit loop: the tests not marked slow, no lint (run `make lint` before you commit).
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m 'not slow'
+
+# Refresh the README's image: the browser test saves its screenshot to docs/ instead of a temp dir.
+screenshot: $(STAMP)
+	$(PY) -m pytest -q tests/test_app.py -k browser --screenshot docs/screenshot.png
 
 data-check: $(STAMP)
 	$(PY) -m finetune data

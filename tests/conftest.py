@@ -14,6 +14,15 @@ from typing import Any
 import pytest
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--screenshot",
+        type=Path,
+        default=None,
+        help="where the browser test saves its screenshot (default a temp dir; `make screenshot` refreshes docs/)",
+    )
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

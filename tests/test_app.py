@@ -1,6 +1,7 @@
 """The chat app: the pipeline with the embedded models, the Ollama path through ChatOllama (against
 tests/ollama_fake.py over HTTP), the Gradio app driven by gradio_client, and a headless Chromium
-that looks at the page and saves docs/screenshot.png."""
+that looks at the page and takes a screenshot (in a temp dir; `make screenshot` refreshes
+docs/screenshot.png)."""
 
 from __future__ import annotations
 
@@ -38,7 +39,6 @@ NOTES = [
 FLUSH = "When was the water heater last flushed?"
 BREAKER = "Which breaker feeds the garage subpanel?"
 CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOT = PROJECT_ROOT / "docs" / "screenshot.png"
 
 
 def _free_port() -> int:
@@ -112,6 +112,7 @@ def test_empty_store_says_how_to_ingest(tmp_path: Path, capsys: pytest.CaptureFi
     assert "python -m ingest" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # ingests real notes into a store (python -m ingest)
 def test_ingest_if_empty_leaves_a_filled_store_alone(store_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def no_subprocess(*args: Any, **kwargs: Any) -> None:
         raise AssertionError(f"ingest ran on a filled store: {args}")
@@ -120,6 +121,7 @@ def test_ingest_if_empty_leaves_a_filled_store_alone(store_dir: Path, monkeypatc
     cli.ingest_if_empty(from_env(environ={}, store=store_dir, notes_dir=PROJECT_ROOT / "data" / "notes"))
 
 
+@pytest.mark.slow  # ingests real notes into a store (python -m ingest)
 def test_ask_json_through_ollama(
     store_dir: Path, ollama_fake: OllamaFake, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -156,6 +158,7 @@ def test_ask_json_through_ollama(
 # -- the answerers ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # ingests real notes into a store (python -m ingest)
 def test_ollama_answer_streams_in_pieces(settings_for: Callable[..., Settings], ollama_fake: OllamaFake) -> None:
     ollama_fake.reply = cite_first_note
     pipeline = Pipeline.load(settings_for(ollama_host=ollama_fake.url, router_backend="embedding"))
@@ -165,6 +168,7 @@ def test_ollama_answer_streams_in_pieces(settings_for: Callable[..., Settings], 
     assert snapshots[-1] == (f"About “{BREAKER}”: see [electrical-garage-subpanel].", True)
 
 
+@pytest.mark.slow  # ingests real notes into a store (python -m ingest)
 def test_ollama_down_or_model_missing_falls_back_with_a_banner(
     settings_for: Callable[..., Settings], ollama_fake: OllamaFake, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -185,6 +189,7 @@ def test_ollama_down_or_model_missing_falls_back_with_a_banner(
     assert "7 notes" in banner
 
 
+@pytest.mark.slow  # ingests real notes into a store (python -m ingest)
 def test_pipeline_end_to_end_with_embedded_models(settings_for: Callable[..., Settings]) -> None:
     """The default router (embedding) → filter → Chroma → SmolLM2."""
     pipeline = Pipeline.load(settings_for(answerer="embedded"))
@@ -200,6 +205,7 @@ def test_pipeline_end_to_end_with_embedded_models(settings_for: Callable[..., Se
     assert set(answer.timings) == {"route", "retrieve", "first_token", "answer", "total"}
 
 
+@pytest.mark.slow  # ingests real notes into a store (python -m ingest)
 def test_ollama_going_away_hands_the_question_to_the_embedded_model(
     settings_for: Callable[..., Settings], ollama_fake: OllamaFake
 ) -> None:
@@ -240,6 +246,7 @@ def _titles(messages: list[dict[str, Any]]) -> list[str]:
     return [m["metadata"]["title"] for m in messages if m.get("metadata")]
 
 
+@pytest.mark.slow  # a Gradio server
 def test_ui_router_on_and_off(ollama_app: tuple[str, OllamaFake]) -> None:
     url, _ = ollama_app
     on = _client(url).predict(FLUSH, "on", "embedding", api_name="/chat")
@@ -254,6 +261,7 @@ def test_ui_router_on_and_off(ollama_app: tuple[str, OllamaFake]) -> None:
     assert len(_titles(off)) > 1  # sources are shown with the router off too
 
 
+@pytest.mark.slow  # a Gradio server
 def test_ui_follow_up_sends_the_history(ollama_app: tuple[str, OllamaFake]) -> None:
     url, fake = ollama_app
     client = _client(url)
@@ -265,6 +273,7 @@ def test_ui_follow_up_sends_the_history(ollama_app: tuple[str, OllamaFake]) -> N
     assert "[water_heater-flush-2024]" in messages[3]["content"]  # the follow-up found the same note
 
 
+@pytest.mark.slow  # a Gradio server
 def test_ui_sessions_do_not_share_histories(ollama_app: tuple[str, OllamaFake]) -> None:
     url, fake = ollama_app
     anna, ben = _client(url), _client(url)
@@ -279,6 +288,7 @@ def test_ui_sessions_do_not_share_histories(ollama_app: tuple[str, OllamaFake]) 
         assert history[0] == asks[client][0] and not any(asks[other][0] in text for text in history)
 
 
+@pytest.mark.slow  # a Gradio server
 def test_ui_compare_and_status(ollama_app: tuple[str, OllamaFake]) -> None:
     url, _ = ollama_app
     client = _client(url)
@@ -324,10 +334,11 @@ def embedded_app(settings_for: Callable[..., Settings]) -> Iterator[str]:
         demo.close()
 
 
+@pytest.mark.slow  # a Gradio server and headless Chromium
 @pytest.mark.skipif(
     not CHROMIUM.exists(), reason=f"{CHROMIUM} missing — `apt-get install -y chromium` to run the browser test"
 )
-def test_browser_shows_answer_badge_and_sources(embedded_app: str) -> None:
+def test_browser_shows_answer_badge_and_sources(embedded_app: str, tmp_path: Path, pytestconfig: pytest.Config) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -350,7 +361,9 @@ def test_browser_shows_answer_badge_and_sources(embedded_app: str) -> None:
             source.click()  # open it: the snippet and the note id
             expect(page.locator("code", has_text="[water_heater-flush-2024]")).to_be_visible()
             page.wait_for_function("() => document.getAnimations().every(a => a.playState !== 'running')")  # fully open
-            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(SCREENSHOT))
+            screenshot = pytestconfig.getoption("screenshot") or tmp_path / "screenshot.png"
+            screenshot.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(screenshot))
         finally:
             browser.close()
+    assert screenshot.stat().st_size > 10_000

@@ -80,6 +80,7 @@ def embedding_router(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow  # fits the embedding router
 def test_eval_routing_cli_end_to_end(embedding_router, tmp_path, monkeypatch, capsys) -> None:
     from eval.cli import main
 
@@ -146,6 +147,7 @@ def test_eval_routing_cli_end_to_end(embedding_router, tmp_path, monkeypatch, ca
     )
 
 
+@pytest.mark.slow  # fits the embedding router
 def test_eval_routing_external_file_with_bad_lines_and_unknown_labels(
     embedding_router, tmp_path, monkeypatch, capsys
 ) -> None:
@@ -224,6 +226,7 @@ def small_store(tmp_path_factory, embedding_router) -> dict[str, str]:
     return {"store": str(store), "qa": str(qa), "embedding": str(embedding_router)}
 
 
+@pytest.mark.slow  # ingests a store and fits the embedding router
 def test_eval_answers_retrieval_only_cli(small_store, tmp_path, monkeypatch, capsys) -> None:
     from eval.cli import main
 
@@ -289,6 +292,7 @@ def test_answer_scoring_citations_and_refusals() -> None:
     assert ItemResult(item, [], 0.0, False, None, {}, answer="No citations here.").citation_precision() is None
 
 
+@pytest.mark.slow  # ingests a store and fits the embedding router
 def test_eval_answers_with_an_ollama_answerer(small_store, ollama_fake, tmp_path, monkeypatch) -> None:
     """The answer path end to end through ChatOllama: the fake cites the first gold note it is shown."""
     from eval.cli import main

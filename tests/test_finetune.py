@@ -102,6 +102,7 @@ def smoke_run(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow  # trains the smoke recipe
 def test_smoke_recipe_trains_with_falling_loss_and_a_valid_meta(smoke_run: Path) -> None:
     log = [json.loads(line) for line in (smoke_run / "train_log.jsonl").read_text().splitlines()]
     losses = [float(row["loss"]) for row in log if row.get("loss") is not None and "val_accuracy" not in row]
@@ -114,6 +115,7 @@ def test_smoke_recipe_trains_with_falling_loss_and_a_valid_meta(smoke_run: Path)
     assert (smoke_run / "adapter" / "adapter_model.safetensors").exists() and (smoke_run / "curve.png").exists()
 
 
+@pytest.mark.slow  # trains the smoke recipe
 def test_trained_code_rows_are_saved_and_merged_into_the_loaded_router(smoke_run: Path) -> None:
     import torch
     from safetensors.torch import load_file
@@ -134,6 +136,7 @@ def test_trained_code_rows_are_saved_and_merged_into_the_loaded_router(smoke_run
     assert not torch.allclose(out[ids], base.get_output_embeddings().weight[ids])  # trained, not the base's
 
 
+@pytest.mark.slow  # trains the smoke recipe
 def test_router_loads_the_trained_adapter_and_refuses_a_mismatch(smoke_run: Path, tmp_path: Path) -> None:
     from router.registry import load_router
 
@@ -167,6 +170,7 @@ def _same_predictions(export_dir: Path, labels_format: str = "codes") -> None:
     assert abs(a - b).max() < 1e-4
 
 
+@pytest.mark.slow  # export: merge, GGUF, load back
 def test_export_tiny_qwen3_gguf_round_trip(smoke_run: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "export"
     assert main(["export", str(smoke_run), "--ollama", "--output-dir", str(out)]) == 0
@@ -184,6 +188,7 @@ def test_export_tiny_qwen3_gguf_round_trip(smoke_run: Path, tmp_path: Path, caps
     _same_predictions(out)
 
 
+@pytest.mark.slow  # export: merge, GGUF, load back
 def test_export_smollm2_gguf_round_trip(tmp_path: Path) -> None:
     """A non-trivial LoRA (random B) on the embedded SmolLM2: merge, write GGUF (llama q/k permuted), load back."""
     import torch
@@ -206,6 +211,7 @@ def test_export_smollm2_gguf_round_trip(tmp_path: Path) -> None:
     _same_predictions(tmp_path / "export")
 
 
+@pytest.mark.slow  # trains the smoke recipe
 def test_install_writes_fp16_weights_the_router_loads(smoke_run: Path, tmp_path: Path) -> None:
     from safetensors.torch import load_file
 

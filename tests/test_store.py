@@ -26,7 +26,7 @@ def make_settings(tmp_path: Path, **changes: Any) -> Settings:
     return from_env(environ={}, home=tmp_path, store=tmp_path / "store", categories_file=CATEGORIES, **changes)
 
 
-@pytest.fixture(params=["embedded", "server"])
+@pytest.fixture(params=["embedded", pytest.param("server", marks=pytest.mark.slow)])  # server: a Chroma server
 def store_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
     """Settings for an embedded store in tmp_path, or a fresh collection on the shared Chroma server."""
     if request.param == "server":
@@ -195,6 +195,7 @@ def test_a_missing_store_is_not_created_on_request(tmp_path: Path) -> None:
     assert not (tmp_path / "store").exists()
 
 
+@pytest.mark.slow  # a Chroma server
 def test_a_missing_collection_on_a_server_is_reported(chroma_server: str, tmp_path: Path) -> None:
     settings = make_settings(tmp_path, chroma_url=chroma_server, collection=f"absent-{uuid.uuid4().hex[:8]}")
     with pytest.raises(StoreMissing, match="run `python -m ingest` first"):

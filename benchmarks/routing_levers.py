@@ -62,6 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--store", type=Path, required=True, help="a store ingested from data/notes")
     parser.add_argument("--extra", action="store_true", help="add data/routing/extra/*.jsonl to train")
     parser.add_argument("--finetuned", type=Path, default=None, help="a fine-tuned MiniLM dir to use instead")
+    parser.add_argument("--household", type=Path, default=None, help="also score data/households/NAME's questions")
+    parser.add_argument("--household-store", type=Path, default=None, help="that household's ingested store")
+    parser.add_argument("--chunks", action="store_true", help="learn the notes from the store's chunks, not paragraphs")
+    parser.add_argument("--scopes", action="store_true", help="add each category's scope text as an example")
+    parser.add_argument("--misses", action="store_true", help="list the val questions the best mix misroutes")
     parser.add_argument("--json", type=Path, default=None, help="write the table as JSON here")
     args = parser.parse_args(argv)
 
@@ -72,11 +77,17 @@ def main(argv: list[str] | None = None) -> int:
     data = settings.routing_data_dir
     train, val, test = (read_split(data / f"{s}.jsonl", known) for s in ("train", "val", "test"))
     notes, _ = note_examples(settings.notes_dir, labels)
+    if args.chunks:  # the store's chunks stand in for the notes' paragraphs
+        from core.store import open_store as _open
+
+        notes = [RoutingExample(t, str(m.get("category"))) for t, m in
+                 zip(_open(settings, create=False).chunk_texts(), _open(settings, create=False).chunk_vectors()[1], strict=True)]
     extra: list[RoutingExample] = []
     if args.extra:
         for path in sorted((data / "extra").glob("*.jsonl")):
             extra += read_split(path, known)
-    fit_set = train + extra + notes
+    scopes = [RoutingExample(question=f"{c.name}: {c.scope}", category=c.id) for c in labels.categories]
+    fit_set = train + extra + notes + (scopes if args.scopes else [])
     cache = settings.var_dir / "cache" / "levers"
     emb = {
         name: cached_embed([e.question for e in xs], cache, args.finetuned)
@@ -134,8 +145,8 @@ def main(argv: list[str] | None = None) -> int:
             p_val, p_test = clf.predict_proba(feats["val"]), clf.predict_proba(feats["test"])
             record(f"head w={weight:g} C={c:g}", p_val, p_test, f"fit {time.perf_counter() - start:.0f} s")
             if acc(p_val, "val") > best[0]:
-                best = (acc(p_val, "val"), (weight, c, p_val, p_test))
-    weight, c, p_val, p_test = best[1]
+                best = (acc(p_val, "val"), (weight, c, p_val, p_test, feats["fit"]))
+    weight, c, p_val, p_test, best_feats = best[1]
     v_val, v_test = vote(emb["val"]), vote(emb["test"])
     best_mix = max((acc(np.log(p_val) + m * np.log(v_val), "val"), m) for m in np.arange(0.0, 2.01, 0.1))
     m = best_mix[1]
@@ -145,6 +156,39 @@ def main(argv: list[str] | None = None) -> int:
         np.log(p_test) + m * np.log(v_test),
         "mix weight on val",
     )
+    if args.household is not None:  # an unseen household: its questions, the vote from its own store
+        from core.schemas import read_qa
+
+        home = args.household
+        asked = read_split(home / "routing.jsonl", known)
+        asked += [RoutingExample(q.question, q.category) for q in read_qa(home / "qa.jsonl", known)[0]]
+        x_h = cached_embed([e.question for e in asked], cache, args.finetuned)
+        y_h = np.array([index[e.category] for e in asked])
+        h_feats = sp.hstack([sp.csr_matrix(x_h), weight * chars.transform([e.question for e in asked])]).tocsr()
+        p_h = LogisticRegression(C=c, max_iter=3000).fit(best_feats, y["fit"]).predict_proba(h_feats)
+        h_store = open_store(from_env(store=args.household_store), create=False)
+        vectors, metas = h_store.chunk_vectors()
+        chunk_cat = np.array([index.get(str(m.get("category")), -1) for m in metas])
+        v_h = vote(x_h)
+        # Adapted: the head refit on the questions + this store's chunks (stored vectors, no re-embedding).
+        texts = h_store.chunk_texts()
+        n_q = len(train) + len(extra)
+        a_x = sp.vstack([best_feats[:n_q], sp.hstack([sp.csr_matrix(vectors), weight * chars.transform(texts)])]).tocsr()
+        a_y = np.concatenate([y["fit"][:n_q], chunk_cat])
+        start = time.perf_counter()
+        p_a = LogisticRegression(C=c, max_iter=3000).fit(a_x[a_y >= 0], a_y[a_y >= 0]).predict_proba(h_feats)
+        fit_s = time.perf_counter() - start
+        print(f"household {home.name}: adapted head {float((p_a.argmax(1) == y_h).mean()):.3f}, "
+              f"adapted + vote x{m:.1f} {float(((np.log(p_a) + m * np.log(v_h)).argmax(1) == y_h).mean()):.3f} "
+              f"(refit {fit_s:.1f} s on {a_x.shape[0]} rows)")
+        print(f"household {home.name} ({len(asked)} questions): head {float((p_h.argmax(1) == y_h).mean()):.3f}, "
+              f"vote alone {float((v_h.argmax(1) == y_h).mean()):.3f}, "
+              f"head + vote x{m:.1f} {float(((np.log(p_h) + m * np.log(v_h)).argmax(1) == y_h).mean()):.3f}")
+    if args.misses:
+        final = (np.log(p_val) + m * np.log(v_val)).argmax(1)
+        for e, guess in zip(val, final, strict=True):
+            if labels.ids[guess] != e.category:
+                print(f"  val miss: {e.question!r} gold {e.category} -> {labels.ids[guess]}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
     return 0

@@ -26,6 +26,15 @@ def make_parser() -> argparse.ArgumentParser:
         "--no-fallback", action="store_true", help="fail instead of falling back llm/ensemble/ollama → embedding → off"
     )
     parser.add_argument("--json", action="store_true", help="print the route as JSON on stdout")
+    parser.add_argument(
+        "--store", metavar="DIR", help="the store the router votes with and adapts to (env HOUSECHAT_STORE)"
+    )
+    parser.add_argument("--chroma-url", metavar="URL", help="use a Chroma server's store (env HOUSECHAT_CHROMA_URL)")
+    parser.add_argument(
+        "--status",
+        action="store_true",
+        help="say whether the embedding router is current for the store (adapting it now if it is not)",
+    )
     parser.add_argument("--list", action="store_true", help="list the backends and whether each can run here")
     return parser
 
@@ -36,11 +45,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _route(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    if not args.list and not args.question:
-        parser.error("give a question, or --list")
-    settings = from_env(router_backend=args.backend)
+    if not args.list and not args.status and not args.question:
+        parser.error("give a question, or --list, or --status")
+    settings = from_env(router_backend=args.backend, store=args.store, chroma_url=args.chroma_url)
     if args.list:
         return list_backends(settings, args.json)
+    if args.status:
+        return show_status(settings, args.json)
     from router.registry import load_router
 
     loaded = load_router(settings.router_backend, settings, fallback=not args.no_fallback)
@@ -69,4 +80,17 @@ def list_backends(settings: Settings, as_json: bool) -> int:
         return 0
     for name, why in status.items():
         print(f"{name:<13} {'ok' if why is None else 'unavailable: ' + why}")
+    return 0
+
+
+def show_status(settings: Settings, as_json: bool) -> int:
+    """Which head the embedding router uses for this store, and whether it is current."""
+    from router.adapt import status
+
+    report = status(settings)
+    if as_json:
+        print(json.dumps(report, ensure_ascii=False))
+        return 0
+    for key, value in report.items():
+        print(f"{key + ':':<12} {value}")
     return 0

@@ -141,6 +141,30 @@ class EmbeddingRouter:
         ]
 
 
+def full_width(clf: Any, labels: LabelSet) -> tuple[Any, Any]:
+    """Coefficients for every label, even one absent from the training data (its logit stays very low)."""
+    import numpy as np
+
+    coef = np.full((len(labels), clf.coef_.shape[1]), 0.0, dtype=np.float32)
+    intercept = np.full(len(labels), -30.0, dtype=np.float32)
+    coef[clf.classes_] = clf.coef_
+    intercept[clf.classes_] = clf.intercept_
+    return coef, intercept
+
+
+def save_head(out_dir: Path, clf: Any, labels: LabelSet, chars: Any) -> Path:
+    """`head.npz`: coefficients, intercepts and the n-gram vocabulary + idf (plain arrays, no pickle)."""
+    import numpy as np
+
+    coef, intercept = full_width(clf, labels)
+    vocab = [str(g) for g in chars.get_feature_names_out()] if chars is not None else []
+    idf = chars.idf_ if chars is not None else np.zeros(0)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    np.savez(out_dir / "head.npz", coef=coef, intercept=intercept, char_vocab=np.array(vocab, dtype=str), char_idf=idf)
+    return out_dir
+
+
 def store_vote(store: NoteStore, vectors: Any, labels: LabelSet, k: int = VOTE_K) -> Any:
     """Per question, a distribution over labels from the categories of its top-k chunks (score**4)."""
     import numpy as np
@@ -170,6 +194,7 @@ def fit(
     With a `store` (ingested from the notes), the store vote's mix weight is picked on val too.
     """
     import numpy as np
+    import scipy.sparse as sp
     from sklearn.linear_model import LogisticRegression
 
     index = {c: i for i, c in enumerate(labels.ids)}
@@ -178,25 +203,20 @@ def fit(
     train_q, val_q = [e.question for e in train], [e.question for e in val]
     x_train, x_val = embed(train_q), embed(val_q)
     chars = char_vectorizer().fit(train_q)
-    c_train, c_val = chars.transform(train_q).toarray(), chars.transform(val_q).toarray()
+    c_train, c_val = chars.transform(train_q), chars.transform(val_q)  # sparse: the vocabulary is wide
     y_train = np.array([index[e.category] for e in train])
     y_val = np.array([index[e.category] for e in val])
     best: tuple[float, float, float, Any] = (-1.0, 0.0, 0.0, None)
     for weight in char_weights:  # ties keep the simpler (smaller) weight
-        a_train = np.hstack([x_train, weight * c_train]) if weight else x_train
-        a_val = np.hstack([x_val, weight * c_val]) if weight else x_val
+        a_train = sp.hstack([sp.csr_matrix(x_train), weight * c_train]).tocsr() if weight else x_train
+        a_val = sp.hstack([sp.csr_matrix(x_val), weight * c_val]).tocsr() if weight else x_val
         for c in C_GRID:
             clf = LogisticRegression(C=c, max_iter=3000).fit(a_train, y_train)
             acc = float((clf.predict(a_val) == y_val).mean())
             if acc > best[0]:
                 best = (acc, weight, c, clf)
     val_acc, w_best, c_best, clf = best
-    # Full-width arrays even if a label is absent from train (its logit stays very low).
-    coef = np.full((len(labels), clf.coef_.shape[1]), 0.0, dtype=np.float32)
-    intercept = np.full(len(labels), -30.0, dtype=np.float32)
-    coef[clf.classes_] = clf.coef_
-    intercept[clf.classes_] = clf.intercept_
-    vocab = [str(g) for g in chars.get_feature_names_out()] if w_best else []
+    coef, intercept = full_width(clf, labels)
     router = EmbeddingRouter(coef, intercept, labels, chars=chars if w_best else None, char_weight=w_best)
     vote_weight, vote_acc = 0.0, val_acc
     if store is not None:
@@ -210,10 +230,19 @@ def fit(
         router.attach_store(store)
     routes = router.route_batch(val_q)
     policy, utility = tune(routes, [e.category for e in val])
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    idf = chars.idf_ if w_best else np.zeros(0)
-    np.savez(out_dir / "head.npz", coef=coef, intercept=intercept, char_vocab=np.array(vocab, dtype=str), char_idf=idf)
+    out_dir = save_head(out_dir, clf, labels, chars if w_best else None)
+    # The fixed, question-trained part, kept so the head can be refit on another store's notes.
+    np.savez(
+        out_dir / "questions.npz",
+        texts=np.array(train_q[:n_questions], dtype=str),
+        categories=np.array([e.category for e in train[:n_questions]], dtype=str),
+        vectors=x_train[:n_questions].astype(np.float16),
+    )
+    store_info = None
+    if store is not None:
+        from router.adapt import store_fingerprint
+
+        store_info = {"location": store.location, "fingerprint": store_fingerprint(store)}
     meta = {
         "kind": "embedding",
         "embedding_model": MINILM,
@@ -222,6 +251,8 @@ def fit(
         "vote_weight": vote_weight,
         "vote": f"top-{VOTE_K} chunks of an unfiltered search, score**{VOTE_POWER:g}" if vote_weight else None,
         "classifier": f"LogisticRegression(C={c_best})",
+        "C": c_best,
+        "store": store_info,  # the notes the head learned (a store with other notes gets an adapted head)
         **label_meta(labels),
         "data_hash": data_hash,
         "thresholds": policy.to_json(),

@@ -70,11 +70,14 @@ def _zero_shot(settings: Settings, labels: LabelSet) -> LoadedRouter:
 
 
 def _embedding(settings: Settings, labels: LabelSet) -> LoadedRouter:
-    from router.embedding import EmbeddingRouter
+    import sys
 
-    router = EmbeddingRouter.load(settings.embedding_router_dir, labels)
-    if router.vote_weight:
-        router.attach_store(lambda: _vote_store(settings))
+    from router.adapt import AdaptingRouter
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr)
+
+    router = AdaptingRouter(settings, labels, lambda: _vote_store(settings), log)
     return LoadedRouter(router, router.policy, "embedding")
 
 

@@ -341,3 +341,10 @@ def test_store_vote_learns_a_new_households_vendor_after_ingest(embedding_dir, l
     after = router.route(question)  # the same router object: it opens the store once it exists
     assert after.category == "roof"
     assert after.scores["roof"] > before.scores["roof"]
+    # It refit a head for this store alone, recorded with the store's generation and counts.
+    from router.adapt import adapted_dir
+
+    adapted = json.loads((adapted_dir(settings) / "meta.json").read_text())
+    assert adapted["store"]["notes"] == 3 and adapted["store"]["chunks"] == 3
+    other = from_env(store=tmp_path / "other-store", embedding_router_dir=model)
+    assert adapted_dir(other) != adapted_dir(settings)  # store B never reads store A's head

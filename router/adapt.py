@@ -1,0 +1,209 @@
+"""The embedding router follows the household in its store, with no training command run by hand.
+
+The committed head learned the routing questions (fixed) and one household's notes. A store that
+holds other notes (another family, or this one after edits) gets its own *adapted* head: the same
+questions plus the store's chunks, featurised from the vectors already stored (no second embedding
+pass, so it works against a Chroma server too), refit in seconds with the base head's n-gram weight
+and C. Adapted heads live in `var/router-adapted/<store key>/`, one per store, so one household's
+knowledge never leaks into another's. `AdaptingRouter` checks the store's generation on every
+question (cheap) and swaps heads when an ingest changed it, so a running UI picks it up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from core.categories import LabelSet
+from core.errors import HousechatError
+from core.settings import Settings
+from router.base import Route
+from router.embedding import EmbeddingRouter, char_vectorizer, save_head
+from router.meta import read_meta, write_meta
+
+if TYPE_CHECKING:
+    from core.store import NoteStore
+
+QUESTIONS_FILE = "questions.npz"  # the fixed part: question texts, labels and MiniLM vectors (fp16)
+
+
+def store_fingerprint(store: NoteStore) -> str:
+    """Which notes (ids and content hashes) a store holds: equal fingerprints, same household knowledge."""
+    lines = sorted(f"{note_id}:{digest}" for note_id, digest in store.note_hashes().items())
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
+
+
+def adapted_dir(settings: Settings) -> Path:
+    """Where the head adapted to the store `settings` point at lives (one folder per store)."""
+    where = settings.chroma_url or str(Path(settings.store).resolve())
+    key = hashlib.sha256(f"{where}|{settings.collection}".encode()).hexdigest()[:12]
+    return settings.var_dir / "router-adapted" / key
+
+
+def adapt(base_dir: Path, store: NoteStore, labels: LabelSet, out_dir: Path) -> dict[str, Any]:
+    """Refit the head on the base's questions + `store`'s chunks; write it to `out_dir`; return its meta."""
+    import numpy as np
+    import scipy.sparse as sp
+    from sklearn.linear_model import LogisticRegression
+
+    start = time.perf_counter()
+    base = read_meta(base_dir, "python -m finetune embedding")
+    path = Path(base_dir) / QUESTIONS_FILE
+    if not path.exists():
+        raise HousechatError(
+            f"{base_dir}: no {QUESTIONS_FILE} to adapt from — refit with `python -m finetune embedding`"
+        )
+    saved = np.load(path)
+    index = {c: i for i, c in enumerate(labels.ids)}
+    q_text = [str(t) for t in saved["texts"]]
+    q_y = np.array([index[str(c)] for c in saved["categories"]])
+    vectors, metas = store.chunk_vectors()
+    texts = store.chunk_texts()
+    keep = [i for i, m in enumerate(metas) if str(m.get("category")) in index]
+    c_text = [texts[i] for i in keep]
+    c_y = np.array([index[str(metas[i]["category"])] for i in keep], dtype=int)
+    weight, c = float(base.get("char_weight", 0.0)), float(base.get("C", 4.0))
+    x = np.vstack([saved["vectors"].astype(np.float32), vectors[keep].reshape(len(keep), -1)])
+    chars = None
+    features: Any = x
+    if weight:
+        chars = char_vectorizer().fit(q_text + c_text)
+        features = sp.hstack([sp.csr_matrix(x), weight * chars.transform(q_text + c_text)]).tocsr()
+    y = np.concatenate([q_y, c_y])
+    clf = LogisticRegression(C=c, max_iter=3000).fit(features, y)
+    save_head(out_dir, clf, labels, chars if weight else None)
+    meta = {
+        **{k: v for k, v in base.items() if k not in ("metrics", "created", "store")},
+        "adapted_from": {"dir": str(base_dir), "data_hash": base.get("data_hash"), "created": base.get("created")},
+        "store": {
+            "location": store.location,
+            "fingerprint": store_fingerprint(store),
+            "generation": store.generation(),
+            "notes": len(store.note_hashes()),
+            "chunks": len(keep),
+        },
+        "metrics": {
+            "n_questions": len(q_text),
+            "n_chunks": len(keep),
+            "refit_s": round(time.perf_counter() - start, 2),
+        },
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    write_meta(out_dir, meta)
+    return meta
+
+
+def current_head(settings: Settings, store: NoteStore) -> Path | None:
+    """The head that is current for `store`: the base when it learned these very notes, else the
+    store's adapted head if it was fit on them; None when the store changed since (adapt it)."""
+    base_dir = settings.embedding_router_dir
+    base = read_meta(base_dir, "python -m finetune embedding")
+    fingerprint = store_fingerprint(store)
+    if (base.get("store") or {}).get("fingerprint") == fingerprint:
+        return base_dir
+    out = adapted_dir(settings)
+    if (out / "meta.json").exists():
+        meta = read_meta(out)
+        same_base = (meta.get("adapted_from") or {}).get("created") == base.get("created")
+        if same_base and (meta.get("store") or {}).get("fingerprint") == fingerprint:
+            return out
+    if not (Path(base_dir) / QUESTIONS_FILE).exists():
+        return base_dir  # an older head without its questions: the vote alone follows the store
+    return None
+
+
+def head_for(settings: Settings, store: NoteStore | None, labels: LabelSet, log: Callable[[str], None]) -> Path:
+    """The head folder to route with for this store, adapting one first when the store changed."""
+    if store is None:
+        return settings.embedding_router_dir
+    head = current_head(settings, store)
+    if head is not None:
+        return head
+    out = adapted_dir(settings)
+    meta = adapt(settings.embedding_router_dir, store, labels, out)
+    log(f"router adapted to {store.location}: {meta['store']['notes']} notes, {meta['metrics']['refit_s']} s")
+    return out
+
+
+class AdaptingRouter:
+    """The `embedding` backend: routes with the head for the current store and re-checks it per question."""
+
+    name = "embedding"
+
+    def __init__(
+        self,
+        settings: Settings,
+        labels: LabelSet,
+        open_store: Callable[[], NoteStore | None],
+        log: Callable[[str], None] = lambda _: None,
+    ) -> None:
+        self.settings, self.labels, self._open_store, self.log = settings, labels, open_store, log
+        self._lock = threading.Lock()
+        self._store: NoteStore | None = None
+        self._generation: int | None = None
+        self.head_dir: Path = settings.embedding_router_dir
+        self.inner = EmbeddingRouter.load(self.head_dir, labels)
+        self.policy = self.inner.policy  # the base head's thresholds (tuned on val)
+
+    def current(self) -> EmbeddingRouter:
+        """The head for the store as it is now (refit when an ingest changed the store)."""
+        with self._lock:
+            if self._store is None:
+                self._store = self._open_store()
+            if self._store is None:
+                return self.inner
+            generation = self._store.generation()
+            if generation != self._generation:
+                head = head_for(self.settings, self._store, self.labels, self.log)
+                if head != self.head_dir:
+                    self.inner = EmbeddingRouter.load(head, self.labels)
+                    self.head_dir = head
+                self.inner.attach_store(self._store)
+                self._generation = generation
+            return self.inner
+
+    def route(self, question: str) -> Route:
+        return self.current().route(question)
+
+    def route_batch(self, questions: list[str]) -> list[Route]:
+        return self.current().route_batch(questions)
+
+
+def status(settings: Settings) -> dict[str, Any]:
+    """For `python -m router --status` and the UI: the store, the head in use, and whether it is current.
+
+    Asking adapts a stale head (a few seconds), exactly as the first question after an ingest would.
+    """
+    from core.categories import load_categories
+    from core.store import StoreMissing, open_store
+
+    labels = load_categories(settings.categories_file)
+    try:
+        store: NoteStore | None = open_store(settings, create=False)
+    except StoreMissing:
+        store = None
+    base = read_meta(settings.embedding_router_dir, "python -m finetune embedding")
+    report: dict[str, Any] = {"store": store.location if store else None}
+    if store is None:
+        report["router"] = f"base head {settings.embedding_router_dir} (no store yet: run `python -m ingest`)"
+        report["current"] = False
+        return report
+    was_current = current_head(settings, store) is not None
+    router = AdaptingRouter(settings, labels, lambda: store)
+    router.current()
+    notes, chunks = store.counts()
+    report.update({"generation": store.generation(), "notes": notes, "chunks": chunks})
+    if router.head_dir == settings.embedding_router_dir:
+        learned = (base.get("store") or {}).get("fingerprint") == store_fingerprint(store)
+        report["router"] = f"base head {router.head_dir}" + (" (learned these notes)" if learned else "")
+    else:
+        meta = read_meta(router.head_dir)
+        report["router"] = f"adapted head {router.head_dir} (refit in {meta['metrics']['refit_s']} s)"
+    report["vote"] = f"weight {router.inner.vote_weight:g}" if router.inner.vote_weight else "off"
+    report["current"] = was_current if was_current else "no: the store changed since; adapted now"
+    return report

@@ -65,12 +65,6 @@ class LabelSet:
                 return c
         raise HousechatError(f"unknown category {category_id!r} — {self.suggest(category_id)}")
 
-    def by_code(self, code: str) -> Category | None:
-        for c in self.categories:
-            if c.code == code:
-                return c
-        return None
-
     def suggest(self, wrong: str) -> str:
         """A fix hint for an unknown id: the nearest valid id, then the full list."""
         import difflib

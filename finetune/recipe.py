@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +44,7 @@ class Recipe:
     threads: int = 0  # torch CPU threads; 0 = torch's default. On a loaded 2-core box 1 is faster.
     train_file: str | None = None
     val_file: str | None = None
-    test_file: str | None = None
     output_dir: str | None = None  # default runs/<name>
-    notes: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def out_dir(self, runs_dir: Path) -> Path:
         return Path(self.output_dir) if self.output_dir else runs_dir / self.name

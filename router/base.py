@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 
@@ -22,7 +22,6 @@ class Route:
     latency_ms: float = 0.0
     fallback_reason: str | None = None
     raw_output: str | None = None  # generate mode: the text the model produced
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def top(self, n: int = 3) -> list[tuple[str, float]]:
         return sorted(self.scores.items(), key=lambda kv: kv[1], reverse=True)[:n]

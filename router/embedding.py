@@ -20,7 +20,7 @@ from core.errors import HousechatError
 from core.models import MINILM, MINILM_DIM, embed
 from core.schemas import RoutingExample
 from router.base import Route, route_from_scores
-from router.meta import check_labels, label_meta, read_meta, write_meta
+from router.meta import MAKE_EMBEDDING, check_labels, label_meta, read_meta, write_meta
 from router.policy import FilterPolicy, tune
 
 if TYPE_CHECKING:
@@ -73,8 +73,8 @@ class EmbeddingRouter:
     def load(cls, model_dir: Path, labels: LabelSet) -> EmbeddingRouter:
         import numpy as np
 
-        meta = read_meta(model_dir, "python -m finetune embedding")
-        check_labels(meta, labels, Path(model_dir))
+        meta = read_meta(model_dir, MAKE_EMBEDDING)
+        check_labels(meta, labels, Path(model_dir), MAKE_EMBEDDING)
         if meta.get("embedding_model") != MINILM:
             raise HousechatError(f"{model_dir}: head was fit on {meta.get('embedding_model')} embeddings — refit it")
         head = np.load(Path(model_dir) / "head.npz")

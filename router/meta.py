@@ -9,8 +9,14 @@ from typing import Any
 from core.categories import LabelSet
 from core.errors import HousechatError
 
+# The command that makes (or remakes) each kind of router artifact, said in every "missing" or
+# "trained on other categories" message so the fix fits the router at hand.
+MAKE_LLM = "python -m finetune RECIPE.yaml --install"
+MAKE_EMBEDDING = "python -m finetune embedding"
+MAKE_ENSEMBLE = "python -m finetune ensemble"
 
-def read_meta(model_dir: Path, make: str = "python -m finetune RECIPE.yaml --install") -> dict[str, Any]:
+
+def read_meta(model_dir: Path, make: str = MAKE_LLM) -> dict[str, Any]:
     """The model's meta.json; `make` is the command that creates one (said when it is missing)."""
     path = Path(model_dir) / "meta.json"
     try:
@@ -18,13 +24,13 @@ def read_meta(model_dir: Path, make: str = "python -m finetune RECIPE.yaml --ins
     except FileNotFoundError:
         raise HousechatError(f"{path}: no router model here — make one with `{make}`") from None
     except json.JSONDecodeError as exc:
-        raise HousechatError(f"{path}:{exc.lineno}: invalid JSON — retrain or restore the file") from None
+        raise HousechatError(f"{path}:{exc.lineno}: invalid JSON — restore the file or remake it with `{make}`") from None
     if not isinstance(meta, dict):
-        raise HousechatError(f"{path}:1: meta.json must be an object — retrain the router")
+        raise HousechatError(f"{path}:1: meta.json must be an object — remake it with `{make}`")
     return meta
 
 
-def check_labels(meta: dict[str, Any], labels: LabelSet, where: Path) -> None:
+def check_labels(meta: dict[str, Any], labels: LabelSet, where: Path, make: str) -> None:
     """Refuse a model trained on another label set: its scores would mean other categories."""
     trained = meta.get("categories_hash")
     if trained != labels.fingerprint():
@@ -33,7 +39,7 @@ def check_labels(meta: dict[str, Any], labels: LabelSet, where: Path) -> None:
         diff = sorted(set(theirs.items()) ^ set(ours.items()))
         raise HousechatError(
             f"{where}/meta.json: this router was trained on other categories than {labels.source} "
-            f"(differences: {diff[:6]}) — retrain it with `python -m finetune`, or point "
+            f"(differences: {diff[:6]}) — remake it with `{make}`, or point "
             "HOUSECHAT_CATEGORIES_FILE at the categories it was trained on"
         )
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.categories import LabelSet, load_categories
@@ -18,7 +17,7 @@ from core.errors import HousechatError
 from core.models import SMOLLM2
 from core.settings import Settings
 from router.base import Route, Router
-from router.meta import check_labels, read_meta
+from router.meta import MAKE_EMBEDDING, MAKE_ENSEMBLE, MAKE_LLM, check_labels, read_meta
 from router.policy import FilterPolicy
 
 if TYPE_CHECKING:
@@ -52,8 +51,8 @@ def _llm(settings: Settings, labels: LabelSet, generate: bool = False) -> Loaded
     from router.llm import LabelScorer, LLMRouter, load_adapted_model
 
     model_dir = settings.router_model_dir
-    meta = read_meta(model_dir)
-    check_labels(meta, labels, model_dir)
+    meta = read_meta(model_dir, MAKE_LLM)
+    check_labels(meta, labels, model_dir, MAKE_LLM)
     model, tokenizer = load_adapted_model(model_dir, meta["base_model"], settings.var_dir)
     scorer = LabelScorer(model, tokenizer, labels, meta["label_format"])
     name = "llm-generate" if generate else "llm"
@@ -103,8 +102,8 @@ def _ensemble(settings: Settings, labels: LabelSet) -> LoadedRouter:
     from router.ensemble import EnsembleRouter
 
     folder = settings.ensemble_router_dir
-    meta = read_meta(folder, "python -m finetune ensemble")
-    check_labels(meta, labels, folder)
+    meta = read_meta(folder, MAKE_ENSEMBLE)
+    check_labels(meta, labels, folder, MAKE_ENSEMBLE)
     llm, embedding = _llm(settings, labels), _embedding(settings, labels)
     router = EnsembleRouter(llm.router, embedding.router, float(meta["weight_llm"]), labels)
     return LoadedRouter(router, FilterPolicy.from_json(meta.get("thresholds")), "ensemble")
@@ -193,20 +192,19 @@ def availability(settings: Settings) -> dict[str, str | None]:
     """For `--list`: None when a backend can run here, else why not (cheap checks only)."""
     labels = load_categories(settings.categories_file)
     result: dict[str, str | None] = {}
-    made_by = {"llm": "python -m finetune RECIPE.yaml --install", "embedding": "python -m finetune embedding"}
-    for name, folder in (("llm", settings.router_model_dir), ("embedding", settings.embedding_router_dir)):
+    checks = (
+        ("llm", settings.router_model_dir, MAKE_LLM),
+        ("embedding", settings.embedding_router_dir, MAKE_EMBEDDING),
+        ("ensemble", settings.ensemble_router_dir, MAKE_ENSEMBLE),
+    )
+    for name, folder, make in checks:
         try:
-            check_labels(read_meta(Path(str(folder)), made_by[name]), labels, Path(str(folder)))
+            check_labels(read_meta(folder, make), labels, folder, make)
             result[name] = None
         except HousechatError as exc:
             result[name] = str(exc)
     result["llm-generate"] = result["llm"]
-    ensemble_dir = settings.ensemble_router_dir
-    try:
-        check_labels(read_meta(ensemble_dir, "python -m finetune ensemble"), labels, ensemble_dir)
-        result["ensemble"] = result["llm"] or result["embedding"]
-    except HousechatError as exc:
-        result["ensemble"] = str(exc)
+    result["ensemble"] = result["ensemble"] or result["llm"] or result["embedding"]
     try:
         from core.models import smollm2_gguf_path
 
@@ -222,4 +220,4 @@ def availability(settings: Settings) -> dict[str, str | None]:
     except HousechatError as exc:
         result["ollama"] = str(exc)
     result["off"] = None
-    return result
+    return {name: result[name] for name in BACKENDS}  # in the registry's order

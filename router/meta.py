@@ -24,7 +24,9 @@ def read_meta(model_dir: Path, make: str = MAKE_LLM) -> dict[str, Any]:
     except FileNotFoundError:
         raise HousechatError(f"{path}: no router model here — make one with `{make}`") from None
     except json.JSONDecodeError as exc:
-        raise HousechatError(f"{path}:{exc.lineno}: invalid JSON — restore the file or remake it with `{make}`") from None
+        raise HousechatError(
+            f"{path}:{exc.lineno}: invalid JSON — restore the file or remake it with `{make}`"
+        ) from None
     if not isinstance(meta, dict):
         raise HousechatError(f"{path}:1: meta.json must be an object — remake it with `{make}`")
     return meta

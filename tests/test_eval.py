@@ -113,38 +113,9 @@ def test_eval_routing_cli_end_to_end(embedding_router, tmp_path, monkeypatch, ca
     assert "| embedding |" in report and "skipped" in report
     assert (folder / "confusion-embedding.png").stat().st_size > 1000 and (folder / "reliability.png").exists()
     # --min-accuracy: below the bar exits 1, at an easy bar 0.
-    assert (
-        main(
-            [
-                "routing",
-                "--backends",
-                "embedding",
-                "--limit",
-                "20",
-                "--report",
-                str(tmp_path / "r2"),
-                "--min-accuracy",
-                "0.999",
-            ]
-        )
-        == 1
-    )
-    assert (
-        main(
-            [
-                "routing",
-                "--backends",
-                "embedding",
-                "--limit",
-                "20",
-                "--report",
-                str(tmp_path / "r2"),
-                "--min-accuracy",
-                "0.05",
-            ]
-        )
-        == 0
-    )
+    quick = ["routing", "--backends", "embedding", "--limit", "20", "--report", str(tmp_path / "r2")]
+    assert main([*quick, "--min-accuracy", "0.999"]) == 1
+    assert main([*quick, "--min-accuracy", "0.05"]) == 0
 
 
 @pytest.mark.slow  # fits the embedding router

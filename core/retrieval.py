@@ -7,12 +7,20 @@ route then costs precision, not the answer.
 
 `hybrid=True` fuses the vector hits with BM25 keyword hits (`bm25s`) by reciprocal rank, which
 helps with exact tokens such as model and serial numbers; the eval measures whether it pays off.
+
+`boost` switches on the *soft* filter: instead of dropping every chunk outside `where`, the
+candidates of an unfiltered and a filtered search are ranked together with each chunk's score
+raised by `boost[its category]` (the router's probability times a weight, see
+`router.policy.FilterPolicy.plan`). A confident right route then lifts its category's chunks over
+look-alikes from other categories, while a wrong or unsure one costs only a little: a chunk from
+another category that matches much better still wins. Nothing needs widening.
 """
 
 from __future__ import annotations
 
 import json
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,6 +82,7 @@ class Retrieval:
     where: dict[str, Any] | None
     widened: bool = False
     hybrid: bool = False
+    soft: bool = False
 
     @property
     def note_ids(self) -> list[str]:
@@ -89,10 +98,17 @@ def retrieve(
     min_hits: int = DEFAULT_MIN_HITS,
     min_score: float = DEFAULT_MIN_SCORE,
     hybrid: bool = False,
+    boost: Mapping[str, float] | None = None,
 ) -> Retrieval:
-    """The top-k chunks for `question` within `where`, widened to no filter when that finds too little."""
+    """The top-k chunks for `question` within `where`, widened to no filter when that finds too little.
+
+    With `boost` (category -> score bonus) the filter is soft: chunks inside and outside `where`
+    compete, in-category ones raised by their bonus (module doc).
+    """
     where = normalize_where(where)
     query = [float(x) for x in store.embed([question])[0]]
+    if boost is not None:
+        return Retrieval(_soft_search(store, question, query, k, where, hybrid, boost), where, hybrid=hybrid, soft=True)
     chunks = _search(store, question, query, k, where, hybrid)
     if where is not None and _too_weak(chunks, min(min_hits, k), min_score):
         return Retrieval(_search(store, question, query, k, None, hybrid), where, widened=True, hybrid=hybrid)
@@ -103,45 +119,93 @@ def _too_weak(chunks: list[RetrievedChunk], min_hits: int, min_score: float) -> 
     return len(chunks) < min_hits or max((c.score for c in chunks), default=0.0) < min_score
 
 
+def _depth(k: int) -> int:
+    return max(4 * k, 20)  # fuse deeper lists than we return, or fusion has nothing to reorder
+
+
 def _search(
     store: NoteStore, question: str, query: list[float], k: int, where: dict[str, Any] | None, hybrid: bool
 ) -> list[RetrievedChunk]:
     if not hybrid:
         return [RetrievedChunk.from_hit(h) for h in store.search(query, k, where)]
-    depth = max(4 * k, 20)  # fuse deeper lists than we return, or fusion has nothing to reorder
-    vector = store.search(query, depth, where)
-    keyword = _bm25_ids(store, question, depth, where)
+    vector = store.search(query, _depth(k), where)
+    keyword = [cid for cid, _, _ in _bm25_hits(store, question, _depth(k), where)]
+    return _fused(store, query, [[h.id for h in vector], keyword], {h.id: h for h in vector}, k)
+
+
+def _soft_search(
+    store: NoteStore,
+    question: str,
+    query: list[float],
+    k: int,
+    where: dict[str, Any] | None,
+    hybrid: bool,
+    boost: Mapping[str, float],
+) -> list[RetrievedChunk]:
+    """Candidates from an unfiltered and a `where` search, ranked by score + boost[category]."""
+    pools = [None] if where is None else [None, where]
+    depth = _depth(k)
+    vector: dict[str, Hit] = {}
+    for pool in pools:
+        for hit in store.search(query, depth, pool):
+            vector.setdefault(hit.id, hit)
+
+    def bonus(category: Any) -> float:
+        return float(boost.get(str(category), 0.0))
+
+    by_vector = sorted(vector, key=lambda cid: -(vector[cid].score + bonus(vector[cid].metadata.get("category"))))
+    if not hybrid:
+        return [RetrievedChunk.from_hit(vector[cid]) for cid in by_vector[:k]]
+    keyword: dict[str, tuple[float, str]] = {}
+    for pool in pools:
+        for cid, score, category in _bm25_hits(store, question, depth, pool):
+            keyword.setdefault(cid, (score, category))
+    top = max((score for score, _ in keyword.values()), default=1.0) or 1.0
+    # BM25 scores scaled to 0..1 (like cosines) so the same bonus means the same push in both lists.
+    by_keyword = sorted(keyword, key=lambda cid: -(keyword[cid][0] / top + bonus(keyword[cid][1])))
+    return _fused(store, query, [by_vector, by_keyword], vector, k)
+
+
+def _fused(
+    store: NoteStore, query: list[float], rankings: list[list[str]], known: dict[str, Hit], k: int
+) -> list[RetrievedChunk]:
+    """The top k of reciprocal-rank fusion over `rankings`, with cosine scores (fetched when not `known`)."""
     fused: dict[str, float] = {}
-    for ranking in ([h.id for h in vector], keyword):
+    for ranking in rankings:
         for rank, cid in enumerate(ranking, start=1):
             fused[cid] = fused.get(cid, 0.0) + 1.0 / (RRF_K + rank)
     top = sorted(fused, key=lambda cid: -fused[cid])[:k]
-    known = {h.id: h for h in vector}
     scored = {h.id: h for h in store.score_chunks([cid for cid in top if cid not in known], query)}
     return [RetrievedChunk.from_hit(known.get(cid) or scored[cid]) for cid in top if cid in known or cid in scored]
 
 
-_bm25_cache: OrderedDict[tuple[str, str, int, str], tuple[Any, list[str]]] = OrderedDict()
+_bm25_cache: OrderedDict[tuple[str, str, int, str], tuple[Any, list[str], list[str]]] = OrderedDict()
 
 
-def _bm25_ids(store: NoteStore, question: str, depth: int, where: dict[str, Any] | None) -> list[str]:
-    """Chunk ids ranked by BM25 for `question` within `where` (indexes are cached per store generation)."""
+def _bm25_hits(
+    store: NoteStore, question: str, depth: int, where: dict[str, Any] | None
+) -> list[tuple[str, float, str]]:
+    """(chunk id, BM25 score, category) for `question` within `where`, best first.
+
+    Indexes are cached per store generation and filter.
+    """
     import bm25s
 
     key = (store.location, store.name, store.generation(), json.dumps(where, sort_keys=True))
     if key not in _bm25_cache:
         hits = store.documents(where)
-        texts = [indexed_text(ChunkMeta.from_metadata(h.metadata).title, h.text) for h in hits]
+        metas = [ChunkMeta.from_metadata(h.metadata) for h in hits]
+        texts = [indexed_text(m.title, h.text) for m, h in zip(metas, hits, strict=True)]
         index = bm25s.BM25()
         if texts:
             index.index(bm25s.tokenize(texts, stopwords="en", show_progress=False), show_progress=False)
-        _bm25_cache[key] = (index, [h.id for h in hits])
+        _bm25_cache[key] = (index, [h.id for h in hits], [m.category for m in metas])
         while len(_bm25_cache) > _BM25_CACHE_SIZE:
             _bm25_cache.popitem(last=False)
     _bm25_cache.move_to_end(key)
-    index, ids = _bm25_cache[key]
+    index, ids, categories = _bm25_cache[key]
     tokens = bm25s.tokenize([question], stopwords="en", show_progress=False, return_ids=False)
     if not ids or not tokens[0]:
         return []
     docs, scores = index.retrieve(tokens, k=min(depth, len(ids)), show_progress=False)
-    return [ids[int(d)] for d, s in zip(docs[0], scores[0], strict=True) if s > 0]
+    return [(ids[int(d)], float(s), categories[int(d)]) for d, s in zip(docs[0], scores[0], strict=True) if s > 0]

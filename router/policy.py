@@ -1,11 +1,24 @@
-"""FilterPolicy: a Route becomes a Chroma `where` (one category, the top two, or none).
+"""FilterPolicy: a Route becomes a retrieval plan — a hard filter, a soft one, or none.
 
-Its two thresholds are tuned on the validation split and stored in the router's meta.json.
+Its two thresholds are tuned on the validation split and stored in the router's meta.json. They
+cut a route into a confidence *band*: `single` (top-1 probability >= `single`), `pair` (top-1 +
+top-2 >= `pair`) or `low`. Each band has a filter mode:
+
+- `hard`: search only the band's categories (`{"category": c}` or `$in` the top two), widened to
+  no filter when that finds too little (core.retrieval);
+- `soft`: search everywhere, every chunk's score raised by `boost` x the router's probability of
+  its category, so the route re-ranks instead of excluding;
+- `none`: no filter.
+
+`where(route)` is the hard filter of the original policy (`single` and `pair` bands hard, `low`
+none), kept for the router CLI and threshold tuning. The modes per band that the app uses by
+default were chosen on the QA dev split (`python -m eval filtering`, docs/results/filtering.md).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from router.base import Route
@@ -15,6 +28,31 @@ from router.base import Route
 # and a filter that excludes the gold category hides the right notes (the costly mistake).
 UTILITY = {"single_right": 1.0, "pair_right": 0.9, "none": 0.75, "wrong": 0.0}
 
+MODES = ("hard", "soft", "none")
+BANDS = ("single", "pair", "low")
+# The filter modes a `--filter-mode` setting names; `auto` is the per-band choice of the QA dev split.
+UNIFORM_MODES: dict[str, dict[str, str]] = {
+    "hard": {"single": "hard", "pair": "hard", "low": "none"},  # the original policy
+    "soft": {"single": "soft", "pair": "soft", "low": "soft"},
+    "none": {"single": "none", "pair": "none", "low": "none"},
+}
+AUTO_MODES = {"single": "hard", "pair": "hard", "low": "none"}
+FILTER_MODES = ("auto", *UNIFORM_MODES)
+SOFT_BOOST = 0.1  # score bonus for a category the router gives probability 1 (cosines are ~0.3-0.8)
+
+
+@dataclass(frozen=True)
+class RetrievalPlan:
+    """How to retrieve for one route: `mode`, the categories (`where`), and the soft filter's `boost`."""
+
+    mode: str
+    band: str
+    where: dict[str, Any] | None = None
+    boost: Mapping[str, float] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"mode": self.mode, "band": self.band, "filter": self.where}
+
 
 @dataclass(frozen=True)
 class FilterPolicy:
@@ -23,6 +61,40 @@ class FilterPolicy:
 
     single: float = 0.6
     pair: float = 0.8
+    modes: Mapping[str, str] = field(default_factory=lambda: dict(UNIFORM_MODES["hard"]), compare=False)
+    boost: float = SOFT_BOOST
+
+    def with_mode(self, filter_mode: str, boost: float | None = None) -> FilterPolicy:
+        """The same thresholds with the modes of a `filter_mode` setting (auto | hard | soft | none)."""
+        if filter_mode not in FILTER_MODES:
+            raise ValueError(f"unknown filter mode {filter_mode!r}: use one of {', '.join(FILTER_MODES)}")
+        modes = AUTO_MODES if filter_mode == "auto" else UNIFORM_MODES[filter_mode]
+        return replace(self, modes=dict(modes), boost=self.boost if boost is None else boost)
+
+    def band(self, route: Route) -> str | None:
+        """The route's confidence band (`single`, `pair`, `low`), None for the off router."""
+        if route.category is None or not route.scores:
+            return None
+        top = route.top(2)
+        if top[0][1] >= self.single:
+            return "single"
+        if len(top) > 1 and top[0][1] + top[1][1] >= self.pair:
+            return "pair"
+        return "low"
+
+    def plan(self, route: Route) -> RetrievalPlan:
+        """What retrieval does with this route under this policy's modes."""
+        band = self.band(route)
+        if band is None:
+            return RetrievalPlan("none", "off")
+        mode = self.modes.get(band, "none")
+        top = [c for c, _ in route.top(1 if band == "single" else 2)]
+        where: dict[str, Any] = {"category": top[0]} if len(top) == 1 else {"category": {"$in": top}}
+        if mode == "hard":
+            return RetrievalPlan("hard", band, where)
+        if mode == "soft":
+            return RetrievalPlan("soft", band, where, {c: self.boost * p for c, p in route.scores.items()})
+        return RetrievalPlan("none", band)
 
     def where(self, route: Route) -> dict[str, Any] | None:
         if route.category is None or not route.scores:
@@ -44,11 +116,14 @@ class FilterPolicy:
         return "pair_right" if gold in value["$in"] else "wrong"
 
     def to_json(self) -> dict[str, float]:
-        return asdict(self)
+        """The thresholds (what meta.json stores; the modes come from settings)."""
+        return {"single": self.single, "pair": self.pair}
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> FilterPolicy:
-        return cls(**{k: float(v) for k, v in (data or {}).items() if k in ("single", "pair")})
+        data = data or {}
+        default = cls()
+        return cls(float(data.get("single", default.single)), float(data.get("pair", default.pair)))
 
 
 def tune(routes: list[Route], gold: list[str]) -> tuple[FilterPolicy, float]:

@@ -15,7 +15,7 @@ from core.models import SMOLLM2, TINY_QWEN3, load_causal_lm
 from core.schemas import read_routing_examples
 from core.settings import from_env
 from router.base import Route
-from router.policy import FilterPolicy, tune
+from router.policy import AUTO_MODES, FilterPolicy, RetrievalPlan, tune
 
 ROOT = Path(__file__).resolve().parent.parent
 VAR = ROOT / "var"  # converted models are cached here between runs (git-ignored)
@@ -123,6 +123,31 @@ def test_filter_policy_single_pair_none() -> None:
     }
     assert policy.where(_route({"pool": 0.4, "water_heater": 0.3, "roof": 0.3})) is None
     assert policy.where(Route(None, None, 0.0, {}, "off")) is None
+
+
+def test_filter_policy_plans_hard_soft_none_per_band() -> None:
+    policy = FilterPolicy(single=0.6, pair=0.8)
+    confident = _route({"pool": 0.9, "water_heater": 0.1})
+    close = _route({"pool": 0.5, "water_heater": 0.4, "roof": 0.1})
+    unsure = _route({"pool": 0.4, "water_heater": 0.3, "roof": 0.3})
+    assert [policy.band(r) for r in (confident, close, unsure)] == ["single", "pair", "low"]
+    # The default modes are the original policy: the same where as policy.where, hard where it filters.
+    for route in (confident, close, unsure):
+        plan = policy.plan(route)
+        assert plan.where == policy.where(route) and plan.boost is None
+        assert plan.mode == ("none" if plan.where is None else "hard")
+    soft = policy.with_mode("soft", boost=0.2)
+    plan = soft.plan(close)
+    assert plan.mode == "soft" and plan.where == {"category": {"$in": ["pool", "water_heater"]}}
+    assert plan.boost == pytest.approx({"pool": 0.1, "water_heater": 0.08, "roof": 0.02})
+    assert soft.plan(unsure).mode == "soft" and soft.plan(unsure).where is not None  # soft costs little: every band
+    assert policy.with_mode("none").plan(confident) == RetrievalPlan("none", "single")
+    off = policy.with_mode("soft").plan(Route(None, None, 0.0, {}, "off"))
+    assert off.mode == "none" and off.where is None and off.boost is None
+    assert policy.with_mode("auto").modes == AUTO_MODES
+    assert FilterPolicy.from_json(soft.to_json()) == policy  # meta.json keeps thresholds, not modes
+    with pytest.raises(ValueError, match="filter mode"):
+        policy.with_mode("sideways")
 
 
 def test_tuning_prefers_no_filter_when_confident_routes_are_wrong() -> None:

@@ -283,6 +283,34 @@ def test_too_few_hits_are_widened(house_store: NoteStore) -> None:
     assert not kept.widened and kept.note_ids == ["garden-mower"]
 
 
+def test_soft_filter_reranks_without_excluding(house_store: NoteStore) -> None:
+    question = "when was the tank flushed"
+    plain = retrieve(house_store, question, k=5)
+    assert plain.chunks[0].note_id == "water_heater-flush-2024"
+    # A strong boost for hvac lifts hvac over the better-matching water heater note; the rest stay in.
+    lifted = retrieve(house_store, question, k=5, where={"category": "hvac"}, boost={"hvac": 1.0})
+    assert lifted.soft and not lifted.widened and lifted.where == {"category": "hvac"}
+    assert lifted.chunks[0].category == "hvac" and len({c.category for c in lifted.chunks}) > 1
+    assert "water_heater-flush-2024" in lifted.note_ids
+    assert [c.score for c in lifted.chunks if c.note_id == "water_heater-flush-2024"] == [plain.chunks[0].score]
+    # A small boost for a wrong category does not hide a note that matches much better.
+    wrong = retrieve(
+        house_store,
+        "What does error E3 on the pool heater mean?",
+        k=3,
+        where={"category": "garden"},
+        boost={"garden": 0.1},
+    )
+    assert wrong.chunks[0].note_id == "pool-heater-error-codes"
+    # Hybrid soft: keyword hits fused, boosted the same way.
+    serial = retrieve(house_store, "TW1408-22913", k=3, where={"category": "pool"}, boost={"pool": 0.05}, hybrid=True)
+    assert serial.soft and serial.hybrid and serial.chunks[0].note_id == "hvac-furnace-overview"
+    pushed = retrieve(house_store, "TW1408-22913", k=3, where={"category": "pool"}, boost={"pool": 2.0}, hybrid=True)
+    # The only keyword hit keeps its place at the top (it ranks first in one list, high in the other);
+    # the boost decides what follows it.
+    assert [c.category for c in pushed.chunks] == ["hvac", "pool", "pool"]
+
+
 def test_hybrid_search_fuses_keyword_hits(house_store: NoteStore) -> None:
     result = retrieve(house_store, "TW1408-22913", k=3, hybrid=True)
     assert result.hybrid and result.chunks[0].note_id == "hvac-furnace-overview"

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from typing import TYPE_CHECKING
 
-from core.cli import run
+from core.cli import port_number, run
 from core.errors import HousechatError
 from router.registry import BACKENDS
 
@@ -26,7 +26,8 @@ EPILOG = """\
 examples:
   python -m app                                  the chat UI on http://127.0.0.1:7860
   python -m app --ingest-if-empty                ingest data/notes first when the store is empty (make chat)
-  python -m app --port 8080 --auth anna:s3cret   another port, with a login
+  HOUSECHAT_AUTH=anna:s3cret python -m app       with a login (--auth USER:PASS works too, but shows in `ps`)
+  python -m app --port 8080 --host 0.0.0.0       another port, reachable from the home network
   python -m app ask "when was the water heater last flushed?"
   python -m app ask "which breaker feeds the garage?" --router off --json
 
@@ -72,6 +73,43 @@ def _auth(value: str) -> tuple[str, str]:
     return user, password
 
 
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail now, before any model loads, when the UI could not listen on host:port."""
+    import errno
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise HousechatError(
+            f"cannot listen on --host {host!r} ({exc.strerror}) — use 127.0.0.1 (this machine only) "
+            "or 0.0.0.0 (every network interface)"
+        ) from None
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise HousechatError(
+                    f"port {port} on {host} is in use — stop what runs there, or pick another with --port N"
+                ) from None
+            raise HousechatError(
+                f"cannot listen on {host}:{port} ({exc.strerror}) — pick another --host or --port"
+            ) from None
+
+
 def make_parser() -> argparse.ArgumentParser:
     """The argument parser (also used by `--help` tests)."""
     parser = argparse.ArgumentParser(
@@ -82,8 +120,13 @@ def make_parser() -> argparse.ArgumentParser:
     )
     _add_common(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    parser.add_argument("--auth", metavar="USER:PASS", type=_auth, help="require this login")
+    parser.add_argument("--port", type=port_number, default=7860, help="port (default 7860)")
+    parser.add_argument(
+        "--auth",
+        metavar="USER:PASS",
+        type=_auth,
+        help="require this login (env HOUSECHAT_AUTH, which keeps the password out of `ps`)",
+    )
     parser.add_argument(
         "--share",
         action="store_true",
@@ -128,8 +171,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _ask(settings: Settings, question: str, routing: bool, as_json: bool) -> int:
-    from app.pipeline import Pipeline
+    from app.pipeline import Pipeline, check_question
 
+    question = check_question(question)  # before any model loads
     pipeline = Pipeline.load(settings)
     if pipeline.answerer.note:
         print(f"note: answering with {pipeline.answerer.label}: {pipeline.answerer.note}", file=sys.stderr)
@@ -170,6 +214,19 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from app.pipeline import Pipeline
     from app.ui import serve
 
+    auth = args.auth
+    if auth is None and settings.auth:
+        try:
+            auth = _auth(settings.auth)
+        except argparse.ArgumentTypeError:
+            raise HousechatError("HOUSECHAT_AUTH is not USER:PASS — set it as USER:PASS, or unset it") from None
+    if not _loopback(args.host) and auth is None:
+        print(
+            f"warning: --host {args.host} lets other machines reach the UI (and your notes) without a login — "
+            "set HOUSECHAT_AUTH=USER:PASS",
+            file=sys.stderr,
+        )
+    check_port_free(args.host, args.port)
     if args.ingest_if_empty:
         ingest_if_empty(settings)
     pipeline = Pipeline.load(settings)
@@ -179,7 +236,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         )
     if args.share:
         print("warning: --share makes the UI (and your notes) reachable from the internet", file=sys.stderr)
-    serve(pipeline, args.host, args.port, args.auth, args.share)
+    serve(pipeline, args.host, args.port, auth, args.share)
     return 0
 
 

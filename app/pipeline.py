@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.errors import HousechatError
 from core.retrieval import RetrievedChunk, retrieve
+from core.schemas import MAX_QUESTION_CHARS
 from core.settings import Settings
 
 if TYPE_CHECKING:
@@ -100,6 +101,28 @@ class Status:
     store: str
 
 
+def check_question(question: str) -> str:
+    """The question, stripped, or a `HousechatError` saying why it cannot be asked.
+
+    Runs before any model does: an empty, oversized or undecodable question costs nothing.
+    """
+    question = question.strip()
+    if not question:
+        raise HousechatError("the question is empty — type a question about the house")
+    if len(question) > MAX_QUESTION_CHARS:
+        raise HousechatError(
+            f"the question is {len(question):,} characters, over the {MAX_QUESTION_CHARS:,} limit — "
+            "ask it in a sentence or two (the notes hold the details)"
+        )
+    try:
+        question.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes on the command line arrive as lone surrogates
+        raise HousechatError(
+            "the question is not valid UTF-8 text — type it again (or set the terminal to UTF-8)"
+        ) from None
+    return question
+
+
 def search_query(question: str, history: Sequence[Turn]) -> str:
     """What is routed and retrieved: the question, after the previous one when there is history.
 
@@ -159,9 +182,7 @@ class Pipeline:
         """The answer after routing and retrieval (no text yet), then after each piece of text."""
         from app.chain import chain_inputs, stream_answer
 
-        question = question.strip()
-        if not question:
-            raise HousechatError("the question is empty — type a question about the house")
+        question = check_question(question)
         start = time.perf_counter()
         query = search_query(question, history)
         loaded = self.router(backend if routing else "off")

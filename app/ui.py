@@ -194,7 +194,10 @@ def build_ui(pipeline: Pipeline) -> Any:
         yield from compare(pipeline, question, backend)
 
     def status_fn() -> str:
-        return status_markdown(pipeline.status())
+        try:
+            return status_markdown(pipeline.status())
+        except HousechatError as exc:  # e.g. the Chroma server went away: say so instead of a bare error
+            return f"**Problem:** {exc}"
 
     with gr.Blocks(title="housechat", analytics_enabled=False) as demo:
         gr.Markdown("## housechat — answers from your house notes, with sources")

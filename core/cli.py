@@ -29,3 +29,37 @@ def run(
     except HousechatError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+
+
+# -- argument types: a bad value is a usage error (exit 2) naming the flag, never a traceback later ---
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (e.g. `--k`)."""
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number (1, 2, ...)")
+    return value
+
+
+def count(text: str) -> int:
+    """An integer >= 0 (e.g. `--limit`, where 0 means no limit)."""
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is negative — give 0 (no limit) or more")
+    return value
+
+
+def port_number(text: str) -> int:
+    """A TCP port, 1..65535."""
+    value = _int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port — use 1..65535, e.g. 7860")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a whole number") from None

@@ -11,7 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.errors import DataError, HousechatError
+from core.errors import DataError, HousechatError, echo
+
+# Questions (asked, or in a data file) longer than this are refused before any model sees them: a
+# household question is a line or two; more is a paste, and it would only cost time and memory.
+MAX_QUESTION_CHARS = 2000
 
 
 @dataclass(frozen=True)
@@ -48,14 +52,28 @@ class Note:
     body_line: int = 1  # line number where the body starts, for chunk-level messages
 
 
-def _jsonl_records(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[DataError]]:
-    records, errors = [], []
+def _read_text(path: Path) -> str:
+    """A data file's text, or a `HousechatError` saying why it cannot be read."""
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise HousechatError(f"{path}: file not found — check the path") from None
+    except IsADirectoryError:
+        raise HousechatError(f"{path}: is a folder, not a file — give the path of a .jsonl or .csv file") from None
+    except OSError as exc:
+        raise HousechatError(f"{path}: cannot read the file ({exc.strerror}) — check that it is readable") from None
+    try:
+        return raw.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
-        raise HousechatError(f"{path}: not UTF-8 text ({exc.reason}) — save it as UTF-8") from None
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise HousechatError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}) — save the file as UTF-8"
+        ) from None
+
+
+def _jsonl_records(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[DataError]]:
+    records, errors = [], []
+    text = _read_text(path)
     for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -73,20 +91,21 @@ def _jsonl_records(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[D
 
 def _csv_records(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[DataError]]:
     """CSV with a header row `text,category` (the BANKING77 layout); `text` maps to `question`."""
+    import io
+
+    reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
+    records = []
     try:
-        handle = path.open(encoding="utf-8", newline="")
-    except FileNotFoundError:
-        raise HousechatError(f"{path}: file not found — check the path") from None
-    with handle:
-        reader = csv.DictReader(handle)
         header = reader.fieldnames or []
         if "text" not in header or "category" not in header:
-            raise HousechatError(f"{path}:1: CSV header is {header} — it needs the columns text,category")
-        records = []
+            raise HousechatError(f"{path}:1: CSV header is {echo(header)} — it needs the columns text,category")
         for row in reader:
             records.append(
                 (reader.line_num, {"question": row.get("text") or "", "category": row.get("category") or ""})
             )
+    except csv.Error as exc:  # e.g. a field over the csv module's 131,072-character limit
+        line = reader.line_num + 1  # the reader counts the lines it finished; this one it could not
+        raise HousechatError(f"{path}:{line}: unreadable CSV ({exc}) — fix that line") from None
     return records, []
 
 
@@ -103,11 +122,14 @@ def read_routing_examples(path: Path, known: set[str] | None = None) -> tuple[li
         if not isinstance(question, str) or not question.strip():
             errors.append(DataError(str(path), n, "missing or empty 'question'", "add the question text"))
             continue
+        if len(question) > MAX_QUESTION_CHARS:
+            errors.append(DataError(str(path), n, _too_long(question), "shorten the question"))
+            continue
         if not isinstance(category, str) or not category.strip():
             errors.append(DataError(str(path), n, "missing or empty 'category'", "add the category id"))
             continue
         if known is not None and category not in known:
-            errors.append(DataError(str(path), n, f"unknown category {category!r}", _hint(category, known)))
+            errors.append(DataError(str(path), n, f"unknown category {echo(category)}", _hint(category, known)))
             continue
         examples.append(RoutingExample(question.strip(), category, n, bool(obj.get("boundary", False))))
     return examples, errors
@@ -122,8 +144,10 @@ def read_qa(path: Path, known: set[str] | None = None) -> tuple[list[QAItem], li
         problem = None
         if not isinstance(obj.get("question"), str) or not obj["question"].strip():
             problem = ("missing or empty 'question'", "add the question text")
+        elif len(obj["question"].strip()) > MAX_QUESTION_CHARS:
+            problem = (_too_long(obj["question"].strip()), "shorten the question")
         elif known is not None and obj.get("category") not in known:
-            problem = (f"unknown category {obj.get('category')!r}", _hint(str(obj.get("category")), known))
+            problem = (f"unknown category {echo(obj.get('category'))}", _hint(str(obj.get("category")), known))
         elif not isinstance(obj.get("answerable"), bool):
             problem = ("'answerable' must be true or false", 'add "answerable": true|false')
         elif not all(isinstance(x, str) for x in obj.get("gold_note_ids", [])):
@@ -149,10 +173,14 @@ def read_qa(path: Path, known: set[str] | None = None) -> tuple[list[QAItem], li
     return items, errors
 
 
+def _too_long(question: str) -> str:
+    return f"the question is {len(question):,} characters, over the {MAX_QUESTION_CHARS:,} limit"
+
+
 def _hint(wrong: str, known: set[str]) -> str:
     import difflib
 
-    near = difflib.get_close_matches(wrong, sorted(known), n=1, cutoff=0.5)
+    near = difflib.get_close_matches(wrong[:100], sorted(known), n=1, cutoff=0.5)
     return (f"did you mean {near[0]!r}? " if near else "") + f"valid: {', '.join(sorted(known))}"
 
 

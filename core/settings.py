@@ -7,7 +7,7 @@ hand: CLIs build a `Settings` with `from_env` and pass it on.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +45,8 @@ class Settings:
     # try `llm` or refit `ensemble`.
     router_backend: str = "embedding"
     ollama_router_model: str = OLLAMA_ROUTER_MODEL  # the exported router as Ollama serves it
+    # The UI login as USER:PASS; set HOUSECHAT_AUTH rather than --auth to keep it out of `ps`.
+    auth: str | None = field(default=None, repr=False)
 
 
 def _paths(given: dict[str, object]) -> dict[str, Path]:

@@ -24,15 +24,19 @@ leaves dirty records; `recover()` (run at the start of every ingest) deletes the
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
 from core.errors import HousechatError
 from core.models import MINILM, MINILM_DIM
 from core.settings import Settings
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 REGISTRY_SUFFIX = "-notes"
 LAYOUT_VERSION = 1
@@ -41,6 +45,43 @@ _STALE_RETRIES = 4  # a reader re-queries at most this often while a writer swap
 
 class StoreMissing(HousechatError):
     """The store or its collection does not exist yet (and the caller asked not to create it)."""
+
+
+class StoreUnreachable(HousechatError):
+    """The Chroma server stopped answering (killed, restarted, network gone)."""
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    try:
+        import httpx
+    except ImportError:  # no HTTP client installed: nothing here speaks to a server
+        return False
+    return isinstance(exc, httpx.TransportError)
+
+
+def reachable(method: Callable[P, R]) -> Callable[P, R]:
+    """Turn a dropped connection to the Chroma server into one `StoreUnreachable` that says what to do.
+
+    Writes are ordered so that a run cut off anywhere converges on the next one (module doc), so
+    the fix is always the same: bring the server back and run again.
+    """
+
+    @functools.wraps(method)
+    def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except Exception as exc:
+            if not _connection_lost(exc):
+                raise
+            store = args[0] if args else None
+            where = getattr(store, "location", "") or "the Chroma server"
+            raise StoreUnreachable(
+                f"the note store at {where} is unreachable ({type(exc).__name__}: {exc}) — start the Chroma "
+                "server again (`chroma run --path DIR --port N`) and re-run; notes written so far are kept "
+                "and an interrupted ingest finishes on the next run"
+            ) from None
+
+    return guarded
 
 
 @dataclass(frozen=True)
@@ -198,6 +239,7 @@ class Hit:
 class NoteStore:
     """House-note chunks in Chroma, written one complete note version at a time (see module doc)."""
 
+    @reachable
     def __init__(self, client: Any, name: str, embedder: Embedder, location: str, create: bool = True) -> None:
         self.name = name
         self.embedder = embedder
@@ -251,6 +293,7 @@ class NoteStore:
 
     # -- reading the registry ------------------------------------------------------------------
 
+    @reachable
     def notes(self) -> dict[str, NoteEntry]:
         """Every registry record, including notes in the middle of a write (`dirty`)."""
         entries = {}
@@ -276,6 +319,7 @@ class NoteStore:
         live = self.live_notes().values()
         return len(live), sum(e.chunks for e in live)
 
+    @reachable
     def generation(self) -> int:
         """A number that changes whenever a note version is committed or removed (cache key for readers)."""
         meta = self._client.get_collection(self.name, embedding_function=None).metadata or {}
@@ -287,6 +331,7 @@ class NoteStore:
         """Embed texts with the store's model: a float array (len(texts), dim)."""
         return self.embedder.encode(texts)
 
+    @reachable
     def write_notes(self, versions: Sequence[NoteVersion]) -> None:
         """Write new versions of notes; a reader switches from each old version to its new one at once."""
         if not versions:
@@ -303,6 +348,7 @@ class NoteStore:
         self._delete_stale([v.entry for v in versions if v.entry.note_id in before])
         self._put_entries([replace(v.entry, dirty=False) for v in versions])
 
+    @reachable
     def delete_notes(self, note_ids: Sequence[str]) -> None:
         """Remove notes: readers stop seeing them first, then their chunks and records go."""
         entries = list(self._entries(list(note_ids)).values())
@@ -314,6 +360,7 @@ class NoteStore:
         for batch in _batches([e.note_id for e in entries], self._max_batch):
             self._registry.delete(ids=batch)
 
+    @reachable
     def recover(self) -> list[str]:
         """Finish writes a killed run left behind: drop chunks of uncommitted or replaced versions."""
         dirty = [e for e in self.notes().values() if e.dirty]
@@ -326,6 +373,7 @@ class NoteStore:
         self._put_entries([replace(e, dirty=False) for e in dirty if e.hash])
         return sorted(e.note_id for e in dirty)
 
+    @reachable
     def _entries(self, note_ids: list[str]) -> dict[str, NoteEntry]:
         entries = {}
         for batch in _batches(note_ids, self._max_batch):
@@ -374,6 +422,7 @@ class NoteStore:
 
     # -- searching -----------------------------------------------------------------------------
 
+    @reachable
     def search(self, embedding: Sequence[float], k: int, where: dict[str, Any] | None = None) -> list[Hit]:
         """The k live chunks nearest to `embedding`, best first, optionally filtered by a Chroma `where`."""
         if k < 1:
@@ -398,6 +447,7 @@ class NoteStore:
             n += len(hits) - len(kept)
         return kept[:k]
 
+    @reachable
     def documents(self, where: dict[str, Any] | None = None) -> list[Hit]:
         """Every live chunk matching `where` (score 0): the corpus for keyword search."""
         hits: list[Hit] = []
@@ -434,6 +484,7 @@ class NoteStore:
             ids += [i for i in got_ids if i in order]
         return [order[i] for i in ids]
 
+    @reachable
     def score_chunks(self, ids: Sequence[str], embedding: Sequence[float]) -> list[Hit]:
         """The live chunks with these ids, scored by cosine similarity to `embedding` (order kept)."""
         if not ids:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from core.cli import run
+from core.cli import count, positive_int, run
 from core.errors import HousechatError
 from core.settings import from_env
 from router.registry import BACKENDS, parse_backends
@@ -35,7 +35,7 @@ def make_parser() -> argparse.ArgumentParser:
     routing.add_argument(
         "--model", type=Path, help="llm router folder (adapter + meta.json); default the installed one"
     )
-    routing.add_argument("--limit", type=int, default=0, help="score only the first N questions (quick runs)")
+    routing.add_argument("--limit", type=count, default=0, help="score only the first N questions (quick runs)")
     routing.add_argument("--report", type=Path, default=None, help="report root folder (default reports/)")
     routing.add_argument("--json", action="store_true", help="print the summary JSON on stdout (not the table)")
     routing.add_argument("--summary", type=Path, metavar="PATH", help="also write the summary JSON to this file")
@@ -55,7 +55,7 @@ def make_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help=f"router backend for the `on` arm: {', '.join(BACKENDS)} (default: settings, embedding)",
     )
-    answers.add_argument("--k", type=int, default=5, help="chunks retrieved per question")
+    answers.add_argument("--k", type=positive_int, default=5, help="chunks retrieved per question")
     answers.add_argument("--qa-file", type=Path, help="QA JSONL (default data/eval/qa.jsonl)")
     answers.add_argument(
         "--split",
@@ -63,7 +63,7 @@ def make_parser() -> argparse.ArgumentParser:
         choices=["test", "dev", "all"],
         help="which half of the QA set (default test; tune on dev; a file without splits is used whole)",
     )
-    answers.add_argument("--limit", type=int, default=0, help="only the first N questions (quick runs)")
+    answers.add_argument("--limit", type=count, default=0, help="only the first N questions (quick runs)")
     answers.add_argument("--store", type=Path, help="embedded Chroma folder (env HOUSECHAT_STORE)")
     answers.add_argument("--chroma-url", help="a Chroma server instead (env HOUSECHAT_CHROMA_URL)")
     answers.add_argument("--report", type=Path, default=None, help="report root folder (default reports/)")
@@ -103,6 +103,12 @@ def run_routing(args: argparse.Namespace, command: str) -> int:
     if errors and not examples:
         return 1
     examples, unknown = split_known(examples, labels)
+    if not examples:
+        source = "the --model's meta.json" if args.test_file and args.model else str(settings.categories_file)
+        raise HousechatError(
+            f"{path}: 0 usable questions ({len(errors)} invalid lines, {sum(unknown.values())} with a label "
+            f"outside the {len(labels.ids)} categories) — label them with the category ids in {source}"
+        )
     if args.limit:
         examples = examples[: args.limit]
     results: dict[str, dict[str, Any]] = {}

@@ -88,6 +88,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
+@pytest.mark.slow  # brings up a Chroma server twice
 def test_a_chroma_server_killed_mid_ingest_is_one_error_and_the_rerun_converges(
     tmp_path: Path, write_note: WriteNote, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

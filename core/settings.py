@@ -10,9 +10,12 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from core.errors import HousechatError
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ENV_PREFIX = "HOUSECHAT_"
 OLLAMA_ROUTER_MODEL = "housechat-router"  # the name `ollama create` gives the exported router
+FILTER_MODES = ("auto", "hard", "soft", "none")  # router.policy says what each does
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,10 @@ class Settings:
     ollama_router_model: str = OLLAMA_ROUTER_MODEL  # the exported router as Ollama serves it
     # The UI login as USER:PASS; set HOUSECHAT_AUTH rather than --auth to keep it out of `ps`.
     auth: str | None = field(default=None, repr=False)
+    # How retrieval uses the route (router.policy): `auto` = the filter mode per confidence band
+    # chosen on the QA dev split, or `hard`, `soft`, `none` in every band.
+    filter_mode: str = "auto"
+    hybrid: bool = False  # fuse BM25 keyword hits with the vector hits (core.retrieval)
 
 
 def _paths(given: dict[str, object]) -> dict[str, Path]:
@@ -75,6 +82,16 @@ def _paths(given: dict[str, object]) -> dict[str, Path]:
     }
 
 
+def _flag(name: str, raw: str) -> bool:
+    """A boolean setting from its environment value (1/0, true/false, yes/no, on/off)."""
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise HousechatError(f"{ENV_PREFIX}{name.upper()}={raw!r}: write 1 or 0 (true/false, on/off)")
+
+
 def from_env(environ: dict[str, str] | None = None, **overrides: object) -> Settings:
     """Settings from defaults, then `HOUSECHAT_*` variables, then explicit `overrides` (None = not given)."""
     env = os.environ if environ is None else environ
@@ -83,10 +100,16 @@ def from_env(environ: dict[str, str] | None = None, **overrides: object) -> Sett
     if unknown:
         raise TypeError(f"unknown settings: {', '.join(sorted(unknown))}")
     values: dict[str, object] = {}
+    kinds = {f.name: f.type for f in fields(Settings)}
     for name in names:
         raw = env.get(ENV_PREFIX + name.upper())
         if raw:
-            values[name] = raw
+            values[name] = _flag(name, raw) if kinds[name] in (bool, "bool") else raw
     values.update({k: v for k, v in overrides.items() if v is not None})
     values.update(_paths(values))
+    if values.get("filter_mode", "auto") not in FILTER_MODES:
+        raise HousechatError(
+            f"filter mode {values['filter_mode']!r} is not one of {', '.join(FILTER_MODES)} "
+            f"(--filter-mode or {ENV_PREFIX}FILTER_MODE)"
+        )
     return Settings(**values)  # type: ignore[arg-type]

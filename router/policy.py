@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from core.settings import FILTER_MODES
 from router.base import Route
 
 # Utility of each outcome for retrieval, used to tune the thresholds: a correct single filter is
@@ -37,7 +38,6 @@ UNIFORM_MODES: dict[str, dict[str, str]] = {
     "none": {"single": "none", "pair": "none", "low": "none"},
 }
 AUTO_MODES = {"single": "hard", "pair": "hard", "low": "none"}
-FILTER_MODES = ("auto", *UNIFORM_MODES)
 SOFT_BOOST = 0.1  # score bonus for a category the router gives probability 1 (cosines are ~0.3-0.8)
 
 

@@ -1,0 +1,243 @@
+"""Router off vs on as the store fills up with manuals (numbers, not tests).
+
+    OMP_NUM_THREADS=1 nice .venv/bin/python -m benchmarks.growth --sizes 1000,10000
+
+Ingests data/notes into a fresh store under `--work` (default var/growth), then adds generated
+manual-like distractor chunks (benchmarks/distractors.py: 20 categories, deterministic from
+`--seed`, none containing a QA keyword) in steps up to each size, and at each size scores the
+QA split (default test) with the router off, the hard filter and the soft filter: hit@3 over the
+answerable questions, category precision (share of retrieved chunks in the gold category) over
+all, routing accuracy, and the paired bootstrap interval of on − off hit@3.
+
+Distractor embeddings are cached in `--work` (keyed on seed and generator version), so a second
+run embeds nothing; embedding runs ~30 chunks/s per core here. The router is the configured
+backend (default `embedding`), which adapts to the store it serves, distractors included, as it
+would for a user who ingested those manuals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.distractors import GENERATOR_VERSION, Distractor, distractors
+from core.categories import load_categories
+from core.retrieval import retrieve
+from core.schemas import read_qa
+from core.settings import from_env
+from core.store import NoteEntry, NoteStore, NoteVersion, open_store
+from eval import metrics
+
+ARMS = ("off", "hard", "soft")
+EMBED_BATCH = 256
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.growth", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="1000,10000", help="distractor chunks added, comma-separated")
+    parser.add_argument("--seed", type=int, default=7, help="distractor text seed")
+    parser.add_argument("--split", default="test", choices=["dev", "test", "all"], help="QA half to score")
+    parser.add_argument("--k", type=int, default=5, help="chunks retrieved per question")
+    parser.add_argument("--backend", default=None, help="router backend for hard/soft (default: settings)")
+    parser.add_argument("--hybrid", choices=["on", "off"], help="BM25 hybrid (default: settings)")
+    parser.add_argument("--work", type=Path, help="store and embedding cache folder (default var/growth)")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    base = from_env()
+    work = args.work or base.var_dir / "growth"
+    settings = from_env(store=work / "store", collection="growth", var_dir=work / "var")
+    hybrid = base.hybrid if args.hybrid is None else args.hybrid == "on"
+    backend = args.backend or base.router_backend
+    sizes = sorted(int(s) for s in args.sizes.split(","))
+    labels = load_categories(settings.categories_file)
+    items, errors = read_qa(settings.qa_file, known=set(labels.ids))
+    if errors:
+        print(f"{settings.qa_file}: {len(errors)} bad lines", file=sys.stderr)
+    keywords = [k for item in items for k in item.keywords]
+    if args.split != "all":
+        items = [item for item in items if item.split == args.split]
+
+    store = _fresh_store(settings, labels)
+    note_chunks = store.counts()[1]
+    vectors = _distractor_vectors(work, args.seed, sizes[-1], keywords)
+    texts = list(distractors(sizes[-1], args.seed, keywords))
+
+    from router.registry import load_router
+
+    loaded = load_router(backend, settings)
+    rows = []
+    added = 0
+    for size in sizes:
+        _add(store, texts[added:size], vectors[added:size])
+        added = size
+        start = time.perf_counter()
+        routes = loaded.router.route_batch([item.question for item in items])  # adapts to the store first
+        route_s = time.perf_counter() - start
+        row = _score(store, items, routes, loaded.policy, args.k, hybrid)
+        row.update(distractors=size, chunks=store.counts()[1], note_chunks=note_chunks, route_s=round(route_s, 1))
+        rows.append(row)
+        print(_row_line(row), file=sys.stderr)
+    command = "python -m benchmarks.growth " + " ".join(argv if argv is not None else sys.argv[1:])
+    result = {
+        "command": command,
+        "backend": backend,
+        "hybrid": hybrid,
+        "k": args.k,
+        "split": args.split,
+        "n": len(items),
+        "answerable": sum(i.answerable for i in items),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "rows": rows,
+    }
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    print(markdown(result))
+    return 0
+
+
+def _fresh_store(settings: Any, labels: Any) -> NoteStore:
+    """A new store holding data/notes (the router's adapted heads for it are cleared too)."""
+    from ingest.pipeline import sync
+
+    shutil.rmtree(settings.store, ignore_errors=True)
+    shutil.rmtree(settings.var_dir / "router-adapted", ignore_errors=True)
+    store = open_store(settings)
+    summary = sync([settings.notes_dir], store, labels, settings.home)
+    print(f"ingested {len(summary.added)} notes, {store.counts()[1]} chunks into {settings.store}", file=sys.stderr)
+    return store
+
+
+def _distractor_vectors(work: Path, seed: int, n: int, keywords: list[str]) -> Any:
+    """MiniLM vectors of the first `n` distractors, from the cache, embedding (and caching) the rest."""
+    from core.models import embed
+
+    path = work / f"distractors-seed{seed}-v{GENERATOR_VERSION}.npy"
+    cached = np.load(path) if path.exists() else np.zeros((0, 384), dtype=np.float32)
+    if len(cached) >= n:
+        return cached[:n]
+    texts = [_indexed(d) for d in distractors(n, seed, keywords)]
+    work.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    parts = [cached]
+    done = len(cached)
+    while done < n:
+        batch = texts[done : done + EMBED_BATCH]
+        parts.append(np.asarray(embed(batch), dtype=np.float32))
+        done += len(batch)
+        np.save(path, np.concatenate(parts))  # resumable: a killed run keeps what it embedded
+        rate = (done - len(cached)) / (time.perf_counter() - start)
+        print(f"embedded {done}/{n} distractors ({rate:.0f} chunks/s)", file=sys.stderr)
+    return np.concatenate(parts)[:n]
+
+
+def _indexed(d: Distractor) -> str:
+    from core.store import indexed_text
+
+    return indexed_text(d.title, d.text)
+
+
+def _add(store: NoteStore, chunks: list[Distractor], vectors: Any) -> None:
+    """Write distractor chunks as notes (consecutive chunks of one manual form one note)."""
+    by_note: dict[str, list[int]] = defaultdict(list)
+    for i, d in enumerate(chunks):
+        by_note[d.note_id].append(i)
+    live = store.note_hashes()
+    versions = []
+    for note_id, idx in by_note.items():
+        first = chunks[idx[0]]
+        digest = f"g{len(idx)}-{live.get(note_id, 'new')[:6]}"  # a manual that grows gets a new version
+        old = [h.text for h in store.documents({"note_id": note_id})] if note_id in live else []
+        old_vectors = store.embed(old) if old else np.zeros((0, vectors.shape[1]), dtype=np.float32)
+        texts = old + [chunks[i].text for i in idx]
+        embs = np.concatenate([old_vectors, vectors[idx]])
+        entry = NoteEntry(note_id, digest, f"manuals/{note_id}.md", first.category, first.title, len(texts))
+        metas = [
+            {"note_id": note_id, "category": first.category, "title": first.title, "date": "",
+             "path": entry.path, "chunk": j, "heading": "", "line": 1, "hash": digest}
+            for j in range(len(texts))
+        ]  # fmt: skip
+        versions.append(NoteVersion(entry, texts, metas, embs))
+    for start in range(0, len(versions), 200):
+        store.write_notes(versions[start : start + 200])
+
+
+def _score(store: NoteStore, items: list[Any], routes: list[Any], policy: Any, k: int, hybrid: bool) -> dict[str, Any]:
+    """hit@3, category precision, routing accuracy and on − off per arm at the store's current size."""
+    hits: dict[str, list[float]] = {arm: [] for arm in ARMS}
+    precision: dict[str, list[float]] = {arm: [] for arm in ARMS}
+    widened = 0
+    for item, route in zip(items, routes, strict=True):
+        for arm in ARMS:
+            if arm == "off":
+                found = retrieve(store, item.question, k, hybrid=hybrid)
+            else:
+                plan = policy.with_mode(arm).plan(route)
+                found = retrieve(store, item.question, k, plan.where if plan.mode != "none" else None,
+                                 hybrid=hybrid, boost=plan.boost)  # fmt: skip
+                widened += arm == "hard" and found.widened
+            in_gold = [c.category == item.category for c in found.chunks]
+            precision[arm].append(sum(in_gold) / len(in_gold) if in_gold else 0.0)
+            if item.answerable:
+                hits[arm].append(metrics.hit_at_k(found.note_ids, item.gold_note_ids, 3))
+    return {
+        "routing_accuracy": round(
+            float(np.mean([r.category == i.category for r, i in zip(routes, items, strict=True)])), 4
+        ),
+        "hard_widened": widened,
+        "arms": {
+            arm: {
+                "hit_at_3": round(float(np.mean(hits[arm])), 4),
+                "category_precision": round(float(np.mean(precision[arm])), 4),
+            }
+            for arm in ARMS
+        },
+        "on_minus_off": {arm: metrics.paired_bootstrap(hits["off"], hits[arm]) for arm in ARMS if arm != "off"},
+    }
+
+
+def _row_line(row: dict[str, Any]) -> str:
+    arms = ", ".join(f"{a} {v['hit_at_3']:.3f}/{v['category_precision']:.3f}" for a, v in row["arms"].items())
+    return f"+{row['distractors']} distractors ({row['chunks']} chunks): hit@3/cat.prec. {arms}"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = [
+        f"`{result['command']}` — router `{result['backend']}`, hybrid {'on' if result['hybrid'] else 'off'}, "
+        f"k = {result['k']}, QA {result['split']} half ({result['n']} questions, {result['answerable']} answerable), "
+        f"load average at the end {' / '.join(str(x) for x in result['load_average'])}",
+        "",
+        "| distractors | chunks | routing acc. | hit@3 off | hit@3 hard | hit@3 soft | hard − off (95% CI) | "
+        "soft − off (95% CI) | cat. prec. off | hard | soft | hard widened |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in result["rows"]:
+        a, d = row["arms"], row["on_minus_off"]
+
+        def diff(arm: str, d: dict[str, Any] = d) -> str:
+            return f"{d[arm]['mean']:+.3f} ({d[arm]['lo']:+.3f} … {d[arm]['hi']:+.3f})"
+
+        lines.append(
+            f"| {row['distractors']:,} | {row['chunks']:,} | {row['routing_accuracy']:.3f} | {a['off']['hit_at_3']:.3f} | "
+            f"{a['hard']['hit_at_3']:.3f} | {a['soft']['hit_at_3']:.3f} | {diff('hard')} | {diff('soft')} | "
+            f"{a['off']['category_precision']:.3f} | {a['hard']['category_precision']:.3f} | "
+            f"{a['soft']['category_precision']:.3f} | {row['hard_widened']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

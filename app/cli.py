@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from core.cli import port_number, run
 from core.errors import HousechatError
+from core.settings import FILTER_MODES
 from router.registry import BACKENDS
 
 if TYPE_CHECKING:
@@ -57,6 +58,20 @@ def _add_common(parser: argparse.ArgumentParser, suppress: bool = False) -> None
         default=default,
         help=f"{' | '.join(BACKENDS)} (env HOUSECHAT_ROUTER_BACKEND, default "
         "embedding; falls back llm/ensemble/ollama → embedding → off)",
+    )
+    parser.add_argument(
+        "--filter-mode",
+        choices=list(FILTER_MODES),
+        default=default,
+        help="how retrieval uses the route: auto (per confidence band, chosen on the QA dev split; the "
+        "default), hard (only the routed categories), soft (routed categories ranked up), none "
+        "(env HOUSECHAT_FILTER_MODE)",
+    )
+    parser.add_argument(
+        "--hybrid",
+        choices=["on", "off"],
+        default=default,
+        help="fuse BM25 keyword hits with the vector hits (env HOUSECHAT_HYBRID=1/0)",
     )
     parser.add_argument(
         "--answerer",
@@ -164,6 +179,8 @@ def _run(args: argparse.Namespace) -> int:
         collection=args.collection,
         router_backend=args.router_backend,
         answerer=args.answerer,
+        filter_mode=args.filter_mode,
+        hybrid=None if args.hybrid is None else args.hybrid == "on",
     )
     if args.command == "ask":
         return _ask(settings, args.question, args.router == "on", args.json)
@@ -200,7 +217,7 @@ def _print_route_and_sources(answer: Answer) -> None:
         widened = " (widened: too few matches)" if answer.widened else ""
         print(
             f"route:   {route.category} {route.confidence:.0%} · {route.backend} · {route.latency_ms:.0f} ms · "
-            f"filter {json.dumps(answer.where)}{widened}"
+            f"{answer.filter_mode} filter {json.dumps(answer.where)}{widened}"
         )
     print(f"answer:  {answer.answerer.label} · {answer.timings['total'] / 1000:.1f} s")
     print("sources:")

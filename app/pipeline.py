@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from core.errors import HousechatError
-from core.retrieval import RetrievedChunk, retrieve
+from core.retrieval import Retrieval, RetrievedChunk, retrieve
 from core.schemas import MAX_QUESTION_CHARS
 from core.settings import Settings
 
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from app.chain import Answerer, Turn
     from core.store import NoteStore
     from router.base import Route
+    from router.policy import RetrievalPlan
     from router.registry import LoadedRouter
 
 DEFAULT_K = 5
@@ -71,6 +72,7 @@ class Answer:
     text: str = ""
     done: bool = False
     timings: dict[str, float] = field(default_factory=dict)  # route, retrieve, first_token, answer, total
+    filter_mode: str = "none"  # how retrieval used the route: hard, soft or none (router.policy)
 
     def to_json(self) -> dict[str, Any]:
         """The `app ask --json` document."""
@@ -83,6 +85,7 @@ class Answer:
                 "backend": self.route.backend,
                 "latency_ms": round(self.route.latency_ms, 2),
                 "filter": self.where,
+                "filter_mode": self.filter_mode,
                 "widened": self.widened,
             },
             "sources": [s.to_json() for s in self.sources],
@@ -188,18 +191,18 @@ class Pipeline:
         loaded = self.router(backend if routing else "off")
         with self._lock:
             route = loaded.router.route(query)
-        where = loaded.policy.where(route)
         routed = time.perf_counter()
-        found = retrieve(self.store, query, self.k, where)
+        plan, found = self.find(query, route, loaded)
         retrieved = time.perf_counter()
         answer = Answer(
             question,
             route,
-            where,
+            plan.where,
             found.widened,
             _sources(found.chunks),
             self.answerer,
             timings={"route": _ms(start, routed), "retrieve": _ms(routed, retrieved)},
+            filter_mode=plan.mode,
         )
         yield answer
         for answerer, piece in stream_answer(self.answerer, chain_inputs(question, found.chunks, history)):
@@ -213,6 +216,22 @@ class Pipeline:
         answer.timings.update(answer=_ms(retrieved, end), total=_ms(start, end))
         answer.done = True
         yield answer
+
+    def find(
+        self,
+        query: str,
+        route: Route,
+        loaded: LoadedRouter,
+        filter_mode: str | None = None,
+        hybrid: bool | None = None,
+    ) -> tuple[RetrievalPlan, Retrieval]:
+        """The chunks for a routed query: the router's policy plans (hard, soft or no filter), then search.
+
+        `filter_mode` and `hybrid` default to the settings (the eval tries the others).
+        """
+        plan = loaded.policy.with_mode(filter_mode or self.settings.filter_mode).plan(route)
+        hybrid = self.settings.hybrid if hybrid is None else hybrid
+        return plan, retrieve(self.store, query, self.k, plan.where, hybrid=hybrid, boost=plan.boost)
 
     def ask(
         self, question: str, history: Sequence[Turn] = (), routing: bool = True, backend: str | None = None

@@ -133,7 +133,7 @@ def test_ask_json_through_ollama(
     assert doc["answerer"] == "ollama:qwen3:4b-instruct"
     assert doc["answer"] == f"About “{FLUSH}”: see [water_heater-flush-2024]."
     route = doc["route"]
-    assert set(route) == {"category", "confidence", "backend", "latency_ms", "filter", "widened"}
+    assert set(route) == {"category", "confidence", "backend", "latency_ms", "filter", "filter_mode", "widened"}
     assert route["category"] == "water_heater" and route["backend"] == "embedding"
     assert 0 < route["confidence"] <= 1 and route["latency_ms"] >= 0 and route["widened"] is False
     assert route["filter"] in ({"category": "water_heater"}, {"category": {"$in": ["water_heater", "hvac"]}})
@@ -153,6 +153,15 @@ def test_ask_json_through_ollama(
     assert cli.main(["ask", FLUSH, "--json", "--router", "off", "--store", str(store_dir)]) == 0
     off = json.loads(capsys.readouterr().out)["route"]
     assert (off["category"], off["backend"], off["filter"], off["confidence"]) == (None, "off", None, 0.0)
+    assert off["filter_mode"] == "none"
+
+    # The soft filter (and the hybrid switch): the same route ranks its category up, nothing is excluded.
+    argv = ["ask", FLUSH, "--json", "--store", str(store_dir), "--filter-mode", "soft", "--hybrid", "on"]
+    assert cli.main(argv) == 0
+    soft = json.loads(capsys.readouterr().out)
+    assert soft["route"]["filter_mode"] == "soft" and soft["route"]["widened"] is False
+    assert soft["route"]["filter"] == route["filter"]
+    assert soft["sources"][0]["note_id"] == "water_heater-flush-2024"
 
 
 # -- the answerers ------------------------------------------------------------------------------

@@ -74,6 +74,18 @@ def test_settings_env_overrides_and_cli_wins(tmp_path: Path) -> None:
     assert from_env({}).home == ROOT
 
 
+def test_filter_mode_and_hybrid_from_the_environment() -> None:
+    assert (from_env({}).filter_mode, from_env({}).hybrid) == ("auto", False)
+    settings = from_env({"HOUSECHAT_FILTER_MODE": "soft", "HOUSECHAT_HYBRID": "1"})
+    assert (settings.filter_mode, settings.hybrid) == ("soft", True)
+    assert from_env({"HOUSECHAT_HYBRID": "off"}).hybrid is False
+    assert from_env({"HOUSECHAT_HYBRID": "1"}, hybrid=False).hybrid is False  # the flag wins
+    with pytest.raises(HousechatError, match="HOUSECHAT_HYBRID"):
+        from_env({"HOUSECHAT_HYBRID": "maybe"})
+    with pytest.raises(HousechatError, match="filter mode 'sideways'"):
+        from_env({}, filter_mode="sideways")
+
+
 def test_settings_own_every_path(tmp_path: Path) -> None:
     """Every path is a plain `Path` derived from home, so no caller builds one by hand."""
     import dataclasses

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from app.chain import Answerer, Turn
     from core.store import NoteStore
     from router.base import Route
-    from router.policy import RetrievalPlan
+    from router.policy import FilterPolicy, RetrievalPlan
     from router.registry import LoadedRouter
 
 DEFAULT_K = 5
@@ -229,9 +229,9 @@ class Pipeline:
 
         `filter_mode` and `hybrid` default to the settings (the eval tries the others).
         """
-        plan = loaded.policy.with_mode(filter_mode or self.settings.filter_mode).plan(route)
+        policy = loaded.policy.with_mode(filter_mode or self.settings.filter_mode)
         hybrid = self.settings.hybrid if hybrid is None else hybrid
-        return plan, retrieve(self.store, query, self.k, plan.where, hybrid=hybrid, boost=plan.boost)
+        return plan_and_retrieve(self.store, query, route, policy, self.k, hybrid)
 
     def ask(
         self, question: str, history: Sequence[Turn] = (), routing: bool = True, backend: str | None = None
@@ -241,6 +241,14 @@ class Pipeline:
             if answer.done:
                 return answer
         raise AssertionError("the stream ended without a finished answer")
+
+
+def plan_and_retrieve(
+    store: NoteStore, query: str, route: Route, policy: FilterPolicy, k: int, hybrid: bool
+) -> tuple[RetrievalPlan, Retrieval]:
+    """Retrieval for a routed query: the policy plans a hard, soft or no filter for the route's band."""
+    plan = policy.plan(route)
+    return plan, retrieve(store, query, k, plan.where, hybrid=hybrid, boost=plan.boost)
 
 
 def empty_store_message(location: str) -> str:

@@ -91,7 +91,7 @@ def run_arms(
     """Route (or not), retrieve and optionally answer every QA item in every arm."""
     from tqdm import tqdm
 
-    from core.retrieval import retrieve
+    from app.pipeline import plan_and_retrieve
     from core.store import open_store
     from router.registry import load_router
 
@@ -111,9 +111,9 @@ def run_arms(
             loaded = routers[arm]
             t0 = time.perf_counter()
             route = loaded.router.route(item.question)
-            where = loaded.policy.where(route)
+            policy = loaded.policy.with_mode(settings.filter_mode)
             t1 = time.perf_counter()
-            found = retrieve(store, item.question, k, where)
+            _, found = plan_and_retrieve(store, item.question, route, policy, k, settings.hybrid)
             t2 = time.perf_counter()
             in_gold = [c.category == item.category for c in found.chunks]
             result = ItemResult(

@@ -11,7 +11,7 @@ from typing import Any
 
 from core.cli import count, positive_int, run
 from core.errors import HousechatError
-from core.settings import from_env
+from core.settings import FILTER_MODES, from_env
 from router.registry import BACKENDS, parse_backends
 
 
@@ -55,6 +55,7 @@ def make_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help=f"router backend for the `on` arm: {', '.join(BACKENDS)} (default: settings, embedding)",
     )
+    _add_retrieval_flags(answers)
     answers.add_argument("--k", type=positive_int, default=5, help="chunks retrieved per question")
     answers.add_argument("--qa-file", type=Path, help="QA JSONL (default data/eval/qa.jsonl)")
     answers.add_argument(
@@ -70,10 +71,40 @@ def make_parser() -> argparse.ArgumentParser:
     answers.add_argument("--json", action="store_true", help="print the summary JSON on stdout (not the table)")
     answers.add_argument("--summary", type=Path, metavar="PATH", help="also write the summary JSON to this file")
 
+    filtering = sub.add_parser(
+        "filtering", help="choose the filter mode per confidence band and the hybrid switch on the QA dev split"
+    )
+    filtering.add_argument(
+        "--backend", choices=list(BACKENDS), metavar="NAME", help="router backend (default: settings, embedding)"
+    )
+    filtering.add_argument("--k", type=positive_int, default=5, help="chunks retrieved per question")
+    filtering.add_argument("--qa-file", type=Path, help="QA JSONL (default data/eval/qa.jsonl)")
+    filtering.add_argument("--store", type=Path, help="embedded Chroma folder (env HOUSECHAT_STORE)")
+    filtering.add_argument("--chroma-url", help="a Chroma server instead (env HOUSECHAT_CHROMA_URL)")
+    filtering.add_argument("--out", type=Path, metavar="PATH", help="also write the Markdown table here")
+
     split = sub.add_parser("split-qa", help="recompute the QA set's dev/test split (stratified, seed 13)")
     split.add_argument("--qa-file", type=Path, help="QA JSONL (default data/eval/qa.jsonl)")
     split.add_argument("--write", action="store_true", help="store the split as each line's `split` field")
     return parser
+
+
+def _add_retrieval_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--filter-mode",
+        choices=list(FILTER_MODES),
+        help="how the `on` arm uses the route: auto (per band, chosen on dev), hard, soft, none "
+        "(default: settings, env HOUSECHAT_FILTER_MODE)",
+    )
+    parser.add_argument(
+        "--hybrid",
+        choices=["on", "off"],
+        help="BM25 hybrid retrieval in every arm (default: settings, HOUSECHAT_HYBRID)",
+    )
+
+
+def _hybrid(args: argparse.Namespace) -> bool | None:
+    return None if args.hybrid is None else args.hybrid == "on"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,7 +193,9 @@ def run_answers(args: argparse.Namespace, command: str) -> int:
     from eval import report
     from eval.answers import compare, markdown, run_arms
 
-    settings = from_env(store=args.store, chroma_url=args.chroma_url)
+    settings = from_env(
+        store=args.store, chroma_url=args.chroma_url, filter_mode=args.filter_mode, hybrid=_hybrid(args)
+    )
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     if not arms or any(a not in ("off", "on") for a in arms):
         raise HousechatError(f"--arms takes off and/or on, not {args.arms!r}")
@@ -227,4 +260,27 @@ def run_split_qa(args: argparse.Namespace, command: str) -> int:
     return 0
 
 
-COMMANDS = {"routing": run_routing, "answers": run_answers, "split-qa": run_split_qa}
+def run_filtering(args: argparse.Namespace, command: str) -> int:
+    from core.categories import load_categories
+    from core.schemas import read_qa
+    from eval.filtering import choose, markdown, run_trials
+
+    settings = from_env(store=args.store, chroma_url=args.chroma_url)
+    labels = load_categories(settings.categories_file)
+    path = args.qa_file or settings.qa_file
+    items, errors = read_qa(path, known=set(labels.ids))
+    for error in errors:
+        print(error, file=sys.stderr)
+    items = [item for item in items if item.split == "dev"]
+    if not items:
+        raise HousechatError(f"{path}: no dev questions — split it with `python -m eval split-qa --write`")
+    backend = args.backend or settings.router_backend
+    trials = run_trials(settings, items, backend, args.k)
+    text = markdown(trials, choose(trials), command, backend)
+    if args.out:
+        args.out.write_text(text)
+    print(text)
+    return 1 if errors else 0
+
+
+COMMANDS = {"routing": run_routing, "answers": run_answers, "split-qa": run_split_qa, "filtering": run_filtering}

@@ -330,3 +330,34 @@ def test_qa_split_is_committed_stratified_and_reproducible() -> None:
     groups = Counter((i.category, i.answerable, i.split) for i in items)
     for category, answerable, _ in groups:
         assert abs(groups[(category, answerable, "dev")] - groups[(category, answerable, "test")]) <= 1
+
+
+def test_filtering_choice_per_band_and_hybrid() -> None:
+    from core.schemas import QAItem
+    from eval.filtering import Trial, choose
+
+    def trial(band: str, hits: dict[tuple[str, bool], float], answerable: bool = True) -> Trial:
+        item = QAItem("q?", "pool", ("pool-a",), (), answerable, split="dev")
+        scores = {
+            (m, h): (hits.get((m, h), 0.0), hits.get((m, h), 0.0), 0.5)
+            for m in ("hard", "soft", "none")
+            for h in (False, True)
+        }
+        return Trial(item, band, scores)
+
+    trials = [
+        # single band: hard and soft tie -> the original policy's mode (hard) stays
+        trial("single", {("hard", False): 1, ("soft", False): 1, ("hard", True): 1, ("soft", True): 1}),
+        # pair band: soft wins by two questions, hybrid or not
+        trial("pair", {("soft", False): 1, ("soft", True): 1, ("none", True): 1}),
+        trial("pair", {("soft", False): 1, ("soft", True): 1}),
+        # low band: none by one question without hybrid; hybrid finds one more with soft
+        trial("low", {("none", False): 1, ("soft", True): 1, ("none", True): 1}),
+        trial("low", {("soft", True): 1}),
+        trial("low", {("hard", False): 1, ("hard", True): 1}, answerable=False),  # not scored
+    ]
+    choice = choose(trials)
+    assert choice["per_hybrid"][False]["modes"] == {"single": "hard", "pair": "soft", "low": "none"}
+    assert choice["per_hybrid"][True]["modes"] == {"single": "hard", "pair": "soft", "low": "soft"}
+    assert choice["hybrid"] is True and choice["modes"]["low"] == "soft"
+    assert choice["per_hybrid"][True]["hit_at_3"] == 1.0 and choice["per_hybrid"][False]["hit_at_3"] == 0.8

@@ -1,6 +1,6 @@
 """Which routing levers pay? Every lever fit on train (+ notes, + extra questions), scored on val and test.
 
-    python -m benchmarks.routing_levers --store var/store [--extra] [--finetuned DIR]
+    python -m benchmarks.routing_levers --store var/store [--extra] [--household DIR --household-store DIR]
 
 The store gives the retrieval vote: the categories of the top chunks of an unfiltered search,
 weighted by score**power. Weights and C are chosen on val only; test is printed for the record.
@@ -21,23 +21,17 @@ from core.schemas import RoutingExample, read_routing_examples
 from core.settings import from_env
 
 
-def cached_embed(texts: list[str], cache_dir: Path, model_dir: Path | None = None) -> Any:
+def cached_embed(texts: list[str], cache_dir: Path) -> Any:
+    """MiniLM vectors of `texts`, cached on disk by their content."""
     import numpy as np
 
     from core.models import embed
 
-    key = hashlib.sha256(("\n".join(texts) + str(model_dir)).encode()).hexdigest()[:16]
+    key = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
     path = cache_dir / f"{key}.npy"
     if path.exists():
         return np.load(path)
-    if model_dir is None:
-        x = embed(texts)
-    else:
-        from sentence_transformers import SentenceTransformer
-
-        x = SentenceTransformer(str(model_dir), device="cpu").encode(
-            texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True
-        )
+    x = embed(texts)
     cache_dir.mkdir(parents=True, exist_ok=True)
     np.save(path, x)
     return x
@@ -61,7 +55,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--store", type=Path, required=True, help="a store ingested from data/notes")
     parser.add_argument("--extra", action="store_true", help="add data/routing/extra/*.jsonl to train")
-    parser.add_argument("--finetuned", type=Path, default=None, help="a fine-tuned MiniLM dir to use instead")
     parser.add_argument("--household", type=Path, default=None, help="also score data/households/NAME's questions")
     parser.add_argument("--household-store", type=Path, default=None, help="that household's ingested store")
     parser.add_argument("--chunks", action="store_true", help="learn the notes from the store's chunks, not paragraphs")
@@ -80,8 +73,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.chunks:  # the store's chunks stand in for the notes' paragraphs
         from core.store import open_store as _open
 
-        notes = [RoutingExample(t, str(m.get("category"))) for t, m in
-                 zip(_open(settings, create=False).chunk_texts(), _open(settings, create=False).chunk_vectors()[1], strict=True)]
+        notes = [
+            RoutingExample(t, str(m.get("category")))
+            for t, m in zip(
+                _open(settings, create=False).chunk_texts(),
+                _open(settings, create=False).chunk_vectors()[1],
+                strict=True,
+            )
+        ]
     extra: list[RoutingExample] = []
     if args.extra:
         for path in sorted((data / "extra").glob("*.jsonl")):
@@ -90,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     fit_set = train + extra + notes + (scopes if args.scopes else [])
     cache = settings.var_dir / "cache" / "levers"
     emb = {
-        name: cached_embed([e.question for e in xs], cache, args.finetuned)
+        name: cached_embed([e.question for e in xs], cache)
         for name, xs in (("fit", fit_set), ("val", val), ("test", test))
     }
     y = {
@@ -106,9 +105,6 @@ def main(argv: list[str] | None = None) -> int:
     store = open_store(settings, create=False)
     vectors, metas = store.chunk_vectors()
     chunk_cat = np.array([index.get(str(m.get("category")), -1) for m in metas])
-    if args.finetuned is not None:  # the store holds base-MiniLM vectors; re-embed for a fine-tuned model
-        texts = [t for t in store.chunk_texts()]
-        vectors = cached_embed(texts, cache, args.finetuned)
 
     def vote(x: Any, k: int = 10, power: float = 4.0) -> Any:
         sims = x @ vectors.T
@@ -162,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         home = args.household
         asked = read_split(home / "routing.jsonl", known)
         asked += [RoutingExample(q.question, q.category) for q in read_qa(home / "qa.jsonl", known)[0]]
-        x_h = cached_embed([e.question for e in asked], cache, args.finetuned)
+        x_h = cached_embed([e.question for e in asked], cache)
         y_h = np.array([index[e.category] for e in asked])
         h_feats = sp.hstack([sp.csr_matrix(x_h), weight * chars.transform([e.question for e in asked])]).tocsr()
         p_h = LogisticRegression(C=c, max_iter=3000).fit(best_feats, y["fit"]).predict_proba(h_feats)
@@ -173,17 +169,23 @@ def main(argv: list[str] | None = None) -> int:
         # Adapted: the head refit on the questions + this store's chunks (stored vectors, no re-embedding).
         texts = h_store.chunk_texts()
         n_q = len(train) + len(extra)
-        a_x = sp.vstack([best_feats[:n_q], sp.hstack([sp.csr_matrix(vectors), weight * chars.transform(texts)])]).tocsr()
+        a_x = sp.vstack(
+            [best_feats[:n_q], sp.hstack([sp.csr_matrix(vectors), weight * chars.transform(texts)])]
+        ).tocsr()
         a_y = np.concatenate([y["fit"][:n_q], chunk_cat])
         start = time.perf_counter()
         p_a = LogisticRegression(C=c, max_iter=3000).fit(a_x[a_y >= 0], a_y[a_y >= 0]).predict_proba(h_feats)
         fit_s = time.perf_counter() - start
-        print(f"household {home.name}: adapted head {float((p_a.argmax(1) == y_h).mean()):.3f}, "
-              f"adapted + vote x{m:.1f} {float(((np.log(p_a) + m * np.log(v_h)).argmax(1) == y_h).mean()):.3f} "
-              f"(refit {fit_s:.1f} s on {a_x.shape[0]} rows)")
-        print(f"household {home.name} ({len(asked)} questions): head {float((p_h.argmax(1) == y_h).mean()):.3f}, "
-              f"vote alone {float((v_h.argmax(1) == y_h).mean()):.3f}, "
-              f"head + vote x{m:.1f} {float(((np.log(p_h) + m * np.log(v_h)).argmax(1) == y_h).mean()):.3f}")
+        print(
+            f"household {home.name}: adapted head {float((p_a.argmax(1) == y_h).mean()):.3f}, "
+            f"adapted + vote x{m:.1f} {float(((np.log(p_a) + m * np.log(v_h)).argmax(1) == y_h).mean()):.3f} "
+            f"(refit {fit_s:.1f} s on {a_x.shape[0]} rows)"
+        )
+        print(
+            f"household {home.name} ({len(asked)} questions): head {float((p_h.argmax(1) == y_h).mean()):.3f}, "
+            f"vote alone {float((v_h.argmax(1) == y_h).mean()):.3f}, "
+            f"head + vote x{m:.1f} {float(((np.log(p_h) + m * np.log(v_h)).argmax(1) == y_h).mean()):.3f}"
+        )
     if args.misses:
         final = (np.log(p_val) + m * np.log(v_val)).argmax(1)
         for e, guess in zip(val, final, strict=True):

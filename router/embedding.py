@@ -60,10 +60,11 @@ class EmbeddingRouter:
         chars: Any = None,
         char_weight: float = 0.0,
         vote_weight: float = 0.0,
+        temperature: float = 1.0,
     ) -> None:
         self.coef, self.intercept, self.labels = coef, intercept, labels
         self.chars, self.char_weight = chars, char_weight
-        self.vote_weight = vote_weight
+        self.vote_weight, self.temperature = vote_weight, temperature
         self.store: NoteStore | None = None
         self._open_store: Callable[[], NoteStore | None] | None = None
         self.policy = policy or FilterPolicy()
@@ -86,8 +87,8 @@ class EmbeddingRouter:
             chars = char_vectorizer(vocab)
             chars.idf_ = head["char_idf"]
         policy = FilterPolicy.from_json(meta.get("thresholds"))
-        vote = float(meta.get("vote_weight", 0.0))
-        return cls(head["coef"], head["intercept"], labels, policy, chars, weight, vote)
+        vote, temperature = float(meta.get("vote_weight", 0.0)), float(meta.get("temperature", 1.0))
+        return cls(head["coef"], head["intercept"], labels, policy, chars, weight, vote, temperature)
 
     def attach_store(self, store: NoteStore | Callable[[], NoteStore | None] | None) -> None:
         """Search `store` for the vote from now on (None: head only).
@@ -114,8 +115,8 @@ class EmbeddingRouter:
             return x
         return np.hstack([x, self.char_weight * self.chars.transform(questions).toarray().astype(x.dtype)])
 
-    def probabilities(self, questions: list[str]) -> Any:
-        """The head's probabilities, mixed with the store vote when a store is attached."""
+    def logits(self, questions: list[str]) -> Any:
+        """The head's logits, plus the weighted log store vote when a store is attached (before temperature)."""
         import numpy as np
 
         x = self.features(questions)
@@ -124,6 +125,13 @@ class EmbeddingRouter:
         if store is not None:
             votes = store_vote(store, x[:, :MINILM_DIM], self.labels)
             logits = logits + self.vote_weight * np.log(votes)
+        return logits
+
+    def probabilities(self, questions: list[str]) -> Any:
+        """Calibrated probabilities: softmax of the logits over the temperature picked on val."""
+        import numpy as np
+
+        logits = self.logits(questions) / self.temperature
         logits -= logits.max(axis=1, keepdims=True)
         exp = np.exp(logits)
         return exp / exp.sum(axis=1, keepdims=True)
@@ -139,6 +147,20 @@ class EmbeddingRouter:
         return [
             route_from_scores(dict(zip(ids, map(float, row), strict=True)), self.codes, self.name, ms) for row in probs
         ]
+
+
+def fit_temperature(logits: Any, gold: Any) -> float:
+    """The softmax temperature with the lowest negative log-likelihood on (validation) logits."""
+    import numpy as np
+
+    best, best_nll = 1.0, float("inf")
+    for temperature in np.exp(np.linspace(np.log(0.05), np.log(20.0), 121)):
+        z = logits / temperature
+        z = z - z.max(axis=1, keepdims=True)
+        nll = float(-(z[np.arange(len(gold)), gold] - np.log(np.exp(z).sum(axis=1))).mean())
+        if nll < best_nll:
+            best, best_nll = float(temperature), nll
+    return round(best, 4)
 
 
 def full_width(clf: Any, labels: LabelSet) -> tuple[Any, Any]:
@@ -228,6 +250,7 @@ def fit(
                 vote_weight, vote_acc = weight, acc
         router.vote_weight = vote_weight
         router.attach_store(store)
+    router.temperature = fit_temperature(router.logits(val_q), y_val)
     routes = router.route_batch(val_q)
     policy, utility = tune(routes, [e.category for e in val])
     out_dir = save_head(out_dir, clf, labels, chars if w_best else None)
@@ -249,6 +272,7 @@ def fit(
         "features": f"MiniLM + {w_best} x char {NGRAMS[0]}-{NGRAMS[1]}-gram TF-IDF" if w_best else "MiniLM",
         "char_weight": w_best,
         "vote_weight": vote_weight,
+        "temperature": router.temperature,  # softmax temperature fit on val (calibration; argmax unchanged)
         "vote": f"top-{VOTE_K} chunks of an unfiltered search, score**{VOTE_POWER:g}" if vote_weight else None,
         "classifier": f"LogisticRegression(C={c_best})",
         "C": c_best,

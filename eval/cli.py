@@ -81,6 +81,9 @@ def make_parser() -> argparse.ArgumentParser:
     filtering.add_argument("--qa-file", type=Path, help="QA JSONL (default data/eval/qa.jsonl)")
     filtering.add_argument("--store", type=Path, help="embedded Chroma folder (env HOUSECHAT_STORE)")
     filtering.add_argument("--chroma-url", help="a Chroma server instead (env HOUSECHAT_CHROMA_URL)")
+    filtering.add_argument(
+        "--boost", type=float, help="the soft filter's bonus for a category at probability 1 (default router.policy)"
+    )
     filtering.add_argument("--out", type=Path, metavar="PATH", help="also write the Markdown table here")
 
     split = sub.add_parser("split-qa", help="recompute the QA set's dev/test split (stratified, seed 13)")
@@ -275,7 +278,7 @@ def run_filtering(args: argparse.Namespace, command: str) -> int:
     if not items:
         raise HousechatError(f"{path}: no dev questions — split it with `python -m eval split-qa --write`")
     backend = args.backend or settings.router_backend
-    trials = run_trials(settings, items, backend, args.k)
+    trials = run_trials(settings, items, backend, args.k, args.boost)
     text = markdown(trials, choose(trials), command, backend)
     if args.out:
         args.out.write_text(text)

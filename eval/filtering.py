@@ -29,10 +29,13 @@ class Trial:
 
     item: QAItem
     band: str
+    boost: float
     scores: dict[tuple[str, bool], tuple[float, float, float]] = field(default_factory=dict)
 
 
-def run_trials(settings: Settings, items: list[QAItem], backend: str, k: int) -> list[Trial]:
+def run_trials(
+    settings: Settings, items: list[QAItem], backend: str, k: int, boost: float | None = None
+) -> list[Trial]:
     """Route every item once, then retrieve it under every mode and hybrid setting."""
     from app.pipeline import plan_and_retrieve
     from core.store import open_store
@@ -43,10 +46,10 @@ def run_trials(settings: Settings, items: list[QAItem], backend: str, k: int) ->
     routes = loaded.router.route_batch([item.question for item in items])
     trials = []
     for n, (item, route) in enumerate(zip(items, routes, strict=True), start=1):
-        trial = Trial(item, loaded.policy.band(route) or "low")
+        trial = Trial(item, loaded.policy.band(route) or "low", loaded.policy.boost if boost is None else boost)
         for hybrid in HYBRID:
             for mode in MODES:
-                policy = loaded.policy.with_modes({band: mode for band in BANDS})
+                policy = loaded.policy.with_modes({band: mode for band in BANDS}, boost)
                 _, found = plan_and_retrieve(store, item.question, route, policy, k, hybrid)
                 in_gold = [c.category == item.category for c in found.chunks]
                 trial.scores[(mode, hybrid)] = (
@@ -102,10 +105,11 @@ def summary(trials: list[Trial]) -> dict[str, dict[str, float]]:
 
 def markdown(trials: list[Trial], choice: dict[str, Any], command: str, backend: str) -> str:
     answerable = sum(t.item.answerable for t in trials)
+    boost = trials[0].boost if trials else 0.0
     lines = [
         f"`{command}`",
         "",
-        f"QA dev half: {len(trials)} questions ({answerable} answerable), router `{backend}`. "
+        f"QA dev half: {len(trials)} questions ({answerable} answerable), router `{backend}`, soft boost {boost}. "
         "Every band in the same mode (`hard` and `soft` filter on the band's categories in every band here):",
         "",
         "| retrieval | hit@3 | MRR | category precision |",

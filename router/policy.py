@@ -71,12 +71,12 @@ class FilterPolicy:
         modes = AUTO_MODES if filter_mode == "auto" else UNIFORM_MODES[filter_mode]
         return replace(self, modes=dict(modes), boost=self.boost if boost is None else boost)
 
-    def with_modes(self, modes: Mapping[str, str]) -> FilterPolicy:
+    def with_modes(self, modes: Mapping[str, str], boost: float | None = None) -> FilterPolicy:
         """The same thresholds with these modes per band (bands not named get `none`)."""
         unknown = set(modes.values()) - set(MODES)
         if unknown or set(modes) - set(BANDS):
             raise ValueError(f"modes per band take {', '.join(BANDS)} -> {', '.join(MODES)}, not {dict(modes)}")
-        return replace(self, modes=dict(modes))
+        return replace(self, modes=dict(modes), boost=self.boost if boost is None else boost)
 
     def band(self, route: Route) -> str | None:
         """The route's confidence band (`single`, `pair`, `low`), None for the off router."""

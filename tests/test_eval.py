@@ -343,7 +343,7 @@ def test_filtering_choice_per_band_and_hybrid() -> None:
             for m in ("hard", "soft", "none")
             for h in (False, True)
         }
-        return Trial(item, band, scores)
+        return Trial(item, band, 0.1, scores)
 
     trials = [
         # single band: hard and soft tie -> the original policy's mode (hard) stays

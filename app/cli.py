@@ -71,7 +71,7 @@ def _add_common(parser: argparse.ArgumentParser, suppress: bool = False) -> None
         "--hybrid",
         choices=["on", "off"],
         default=default,
-        help="fuse BM25 keyword hits with the vector hits (env HOUSECHAT_HYBRID=1/0)",
+        help="fuse BM25 keyword hits with the vector hits (default on; env HOUSECHAT_HYBRID=1/0)",
     )
     parser.add_argument(
         "--answerer",

@@ -53,7 +53,9 @@ class Settings:
     # How retrieval uses the route (router.policy): `auto` = the filter mode per confidence band
     # chosen on the QA dev split, or `hard`, `soft`, `none` in every band.
     filter_mode: str = "auto"
-    hybrid: bool = False  # fuse BM25 keyword hits with the vector hits (core.retrieval)
+    # Fuse BM25 keyword hits with the vector hits (core.retrieval): on by the QA dev split, where it
+    # raised hit@3 in every filter mode (docs/results/filtering.md).
+    hybrid: bool = True
 
 
 def _paths(given: dict[str, object]) -> dict[str, Path]:

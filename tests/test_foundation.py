@@ -75,7 +75,7 @@ def test_settings_env_overrides_and_cli_wins(tmp_path: Path) -> None:
 
 
 def test_filter_mode_and_hybrid_from_the_environment() -> None:
-    assert (from_env({}).filter_mode, from_env({}).hybrid) == ("auto", False)
+    assert (from_env({}).filter_mode, from_env({}).hybrid) == ("auto", True)
     settings = from_env({"HOUSECHAT_FILTER_MODE": "soft", "HOUSECHAT_HYBRID": "1"})
     assert (settings.filter_mode, settings.hybrid) == ("soft", True)
     assert from_env({"HOUSECHAT_HYBRID": "off"}).hybrid is False

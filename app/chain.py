@@ -3,12 +3,15 @@
 The chat model is an *answerer*, picked by name from `ANSWERERS`:
 
 - `ollama`: `ChatOllama` with the configured model (`qwen3:4b-instruct`), thinking off, temperature 0;
-- `embedded`: SmolLM2-135M in process (`app.embedded_chat`), the small fallback.
+- `extractive`: the retrieved notes' own sentences that answer the question, each cited
+  (`app.extractive`; no generation, in process, milliseconds) — the default without Ollama;
+- `smollm2`: SmolLM2-135M generating in process (`app.embedded_chat`); only when asked for by name,
+  because it invents facts (docs/results/answers.md).
 
 `load_answerer(settings)` walks `CHOICES[settings.answerer]` and returns the first answerer that
 can run, noting why the ones before it could not (the UI shows that note as a banner). Under
-`auto` the Ollama answerer keeps the embedded one as its `fallback`: when Ollama goes away between
-questions, `stream_answer` hands the question over instead of failing.
+`auto` the Ollama answerer keeps the extractive one as its `fallback`: when Ollama goes away
+between questions, `stream_answer` hands the question over instead of failing.
 """
 
 from __future__ import annotations
@@ -48,26 +51,34 @@ class Answerer:
     asked for). `fallback` takes over a question this one fails on before writing anything.
     """
 
-    name: str  # "ollama" | "embedded"
+    name: str  # "ollama" | "extractive" | "smollm2"
     model: str  # what answers, e.g. "qwen3:4b-instruct"
-    chat_model: Any  # a LangChain BaseChatModel
+    chat_model: Any  # a LangChain BaseChatModel, or (`prompted=False`) a runnable over the chain inputs
     note: str | None = None
     fallback: Answerer | None = None
     failures: tuple[type[BaseException], ...] = ()  # the errors that hand a question to `fallback`
     fix: str = ""  # how to fix those errors
+    prompted: bool = True  # False: `chat_model` reads the chunks itself (no prompt, no parser)
 
     @property
     def label(self) -> str:
         """How the UI names this answerer."""
-        if self.name == "ollama":
-            return f"Ollama {self.model}"
-        return f"embedded {self.model} (small fallback)"
+        return LABELS.get(self.name, "{model}").format(model=self.model)
 
     def chain(self) -> Any:
-        """prompt | chat model | parser, taking {"question", "notes", "history"}."""
+        """prompt | chat model | parser, taking {"question", "notes", "history", "chunks", ...}."""
+        if not self.prompted:
+            return self.chat_model
         from langchain_core.output_parsers import StrOutputParser
 
         return answer_prompt() | self.chat_model | StrOutputParser()
+
+
+LABELS = {
+    "ollama": "Ollama {model}",
+    "extractive": "sentences from your notes ({model})",
+    "smollm2": "embedded {model} (small generative model)",
+}
 
 
 def answer_prompt() -> Any:
@@ -90,13 +101,21 @@ def format_notes(chunks: Sequence[RetrievedChunk]) -> str:
     return "\n\n".join(blocks)
 
 
-def chain_inputs(question: str, chunks: Sequence[RetrievedChunk], history: Sequence[Turn]) -> dict[str, Any]:
-    """The chain's input: the question, its notes, and the history as (role, text) messages."""
+def chain_inputs(
+    question: str, chunks: Sequence[RetrievedChunk], history: Sequence[Turn], question_vector: Any = None
+) -> dict[str, Any]:
+    """The chain's input: the question, its notes, and the history as (role, text) messages.
+
+    `chunks` and `question_vector` (the question's embedding, already computed for retrieval) are
+    for answerers that read the notes themselves; the prompt ignores them.
+    """
     roles = {"user": "human", "assistant": "ai"}
     return {
         "question": question,
         "notes": format_notes(chunks),
         "history": [(roles[role], text) for role, text in history if role in roles and text],
+        "chunks": list(chunks),
+        "question_vector": question_vector,
     }
 
 
@@ -156,26 +175,48 @@ def _ollama(settings: Settings, max_new_tokens: int) -> Answerer:
     )
 
 
-def _embedded(settings: Settings, max_new_tokens: int) -> Answerer:
-    """SmolLM2-135M in process (its weights are located now and loaded on first use)."""
+def _smollm2(settings: Settings, max_new_tokens: int) -> Answerer:
+    """SmolLM2-135M generating in process (its weights are located now and loaded on first use)."""
     from app.embedded_chat import EmbeddedChatModel
     from core.models import smollm2_gguf_path
 
     smollm2_gguf_path()  # fail now, with the fix, rather than at the first question
     return Answerer(
-        "embedded", "SmolLM2-135M", EmbeddedChatModel(var_dir=settings.var_dir, max_new_tokens=max_new_tokens)
+        "smollm2", "SmolLM2-135M", EmbeddedChatModel(var_dir=settings.var_dir, max_new_tokens=max_new_tokens)
     )
 
 
-ANSWERERS: dict[str, Callable[[Settings, int], Answerer]] = {"ollama": _ollama, "embedded": _embedded}
-CHOICES: dict[str, list[str]] = {"auto": ["ollama", "embedded"], "ollama": ["ollama"], "embedded": ["embedded"]}
+_PICKER: Any = None  # one picker per process: its sentence-vector cache serves every question
+
+
+def _extractive(settings: Settings, max_new_tokens: int) -> Answerer:
+    """The sentence picker over the retrieved chunks (MiniLM, the model retrieval already loaded)."""
+    global _PICKER
+    from app.extractive import SentencePicker
+
+    if _PICKER is None:
+        _PICKER = SentencePicker()
+    return Answerer("extractive", "MiniLM + BM25 sentence picker", _PICKER, prompted=False)
+
+
+ANSWERERS: dict[str, Callable[[Settings, int], Answerer]] = {
+    "ollama": _ollama,
+    "extractive": _extractive,
+    "smollm2": _smollm2,
+}
+CHOICES: dict[str, list[str]] = {
+    "auto": ["ollama", "extractive"],
+    "ollama": ["ollama"],
+    "extractive": ["extractive"],
+    "smollm2": ["smollm2"],
+}
 
 
 def load_answerer(settings: Settings, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> Answerer:
     """The first answerer of `settings.answerer`'s choices that can run here.
 
-    `auto` tries Ollama, then the embedded model (kept as the fallback for questions Ollama fails
-    on); `ollama` or `embedded` insist on that one and raise when it cannot run.
+    `auto` tries Ollama, then the extractive answerer (kept as the fallback for questions Ollama
+    fails on); any other choice insists on that one and raises when it cannot run.
     """
     if settings.answerer not in CHOICES:
         raise HousechatError(f"unknown answerer {settings.answerer!r} — choose one of: {', '.join(CHOICES)}")

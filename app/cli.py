@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from app.pipeline import Answer
     from core.settings import Settings
 
-ANSWERERS = ["auto", "ollama", "embedded"]  # app.chain.CHOICES; spelled out so --help imports nothing
+ANSWERERS = ["auto", "ollama", "extractive", "smollm2"]  # app.chain.CHOICES; spelled out so --help imports nothing
 
 EPILOG = """\
 examples:
@@ -33,8 +33,9 @@ examples:
   python -m app ask "which breaker feeds the garage?" --router off --json
 
 Answers come from Ollama (HOUSECHAT_ANSWER_MODEL, default qwen3:4b-instruct, at
-HOUSECHAT_OLLAMA_HOST) when it is running and has the model, else from the small embedded
-SmolLM2-135M, and the UI says which.
+HOUSECHAT_OLLAMA_HOST) when it is running and has the model, else from the extractive answerer
+(the notes' own sentences, each cited), and the UI says which. Every answer is checked: facts the
+cited notes do not state are flagged.
 """
 
 
@@ -77,7 +78,8 @@ def _add_common(parser: argparse.ArgumentParser, suppress: bool = False) -> None
         "--answerer",
         choices=ANSWERERS,
         default=default,
-        help="auto: Ollama when it has the model, else the embedded SmolLM2 (default; env HOUSECHAT_ANSWERER)",
+        help="auto (default; env HOUSECHAT_ANSWERER): Ollama when it has the model, else extractive (the notes' "
+        "own sentences, cited); smollm2: the small generative model (rough, invents facts)",
     )
 
 
@@ -191,7 +193,7 @@ def _ask(settings: Settings, question: str, routing: bool, as_json: bool) -> int
     from app.pipeline import Pipeline, check_question
 
     question = check_question(question)  # before any model loads
-    pipeline = Pipeline.load(settings)
+    pipeline = Pipeline.load(settings, routing=routing)
     if pipeline.answerer.note:
         print(f"note: answering with {pipeline.answerer.label}: {pipeline.answerer.note}", file=sys.stderr)
     if as_json:
@@ -220,6 +222,16 @@ def _print_route_and_sources(answer: Answer) -> None:
             f"{answer.filter_mode} filter {json.dumps(answer.where)}{widened}"
         )
     print(f"answer:  {answer.answerer.label} · {answer.timings['total'] / 1000:.1f} s")
+    grounding = answer.grounding
+    if grounding is not None:
+        if grounding.grounded:
+            print(f"checked: every fact found in the cited notes ({grounding.supported} sentences with facts)")
+        for sentence in grounding.unsupported:
+            print(f"checked: NOT FOUND IN YOUR NOTES: {sentence}")
+        if grounding.removed_citations:
+            print(
+                f"checked: removed citations to notes that were not retrieved: {', '.join(grounding.removed_citations)}"
+            )
     print("sources:")
     for source in answer.sources:
         print(
@@ -246,8 +258,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     check_port_free(args.host, args.port)
     if args.ingest_if_empty:
         ingest_if_empty(settings)
-    pipeline = Pipeline.load(settings)
-    if pipeline.answerer.name == "embedded":
+    pipeline = Pipeline.load(settings, warm=True)
+    if pipeline.answerer.name != "ollama":
         print(
             f"note: answering with {pipeline.answerer.label}: {pipeline.answerer.note or 'asked for'}", file=sys.stderr
         )

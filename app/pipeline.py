@@ -18,9 +18,11 @@ from core.errors import HousechatError
 from core.retrieval import Retrieval, RetrievedChunk, retrieve
 from core.schemas import MAX_QUESTION_CHARS
 from core.settings import Settings
+from router.base import route_with_vector
 
 if TYPE_CHECKING:
     from app.chain import Answerer, Turn
+    from app.grounding import Grounding
     from core.store import NoteStore
     from router.base import Route
     from router.policy import FilterPolicy, RetrievalPlan
@@ -73,11 +75,14 @@ class Answer:
     done: bool = False
     timings: dict[str, float] = field(default_factory=dict)  # route, retrieve, first_token, answer, total
     filter_mode: str = "none"  # how retrieval used the route: hard, soft or none (router.policy)
+    chunks: list[RetrievedChunk] = field(default_factory=list)  # what the answerer read
+    grounding: Grounding | None = None  # set when the answer is done
 
     def to_json(self) -> dict[str, Any]:
         """The `app ask --json` document."""
         return {
             "answer": self.text,
+            "grounding": self.grounding.to_json() if self.grounding else None,
             "answerer": f"{self.answerer.name}:{self.answerer.model}",
             "route": {
                 "category": self.route.category,
@@ -140,26 +145,46 @@ class Pipeline:
     """The app's one shared object: the store, the routers by backend, and the answerer."""
 
     def __init__(
-        self, settings: Settings, store: NoteStore, answerer: Answerer, router: LoadedRouter, k: int = DEFAULT_K
+        self,
+        settings: Settings,
+        store: NoteStore,
+        answerer: Answerer,
+        router: LoadedRouter,
+        k: int = DEFAULT_K,
+        backend: str | None = None,
     ) -> None:
         self.settings, self.store, self.answerer, self.k = settings, store, answerer, k
-        self._routers: dict[str, LoadedRouter] = {settings.router_backend: router}
+        self._routers: dict[str, LoadedRouter] = {backend or settings.router_backend: router}
         self._lock = threading.Lock()  # router backends keep caches; route one question at a time
 
     @classmethod
-    def load(cls, settings: Settings, max_new_tokens: int | None = None, k: int = DEFAULT_K) -> Pipeline:
-        """Open the store (it must hold notes), load the configured router and the answerer."""
+    def load(
+        cls,
+        settings: Settings,
+        max_new_tokens: int | None = None,
+        k: int = DEFAULT_K,
+        routing: bool = True,
+        warm: bool = False,
+    ) -> Pipeline:
+        """Open the store (it must hold notes), load the router and the answerer.
+
+        `routing=False` (a one-shot `app ask --router off`) loads no router model at all. `warm`
+        runs one question through the router so lazy weights load now and the first badge shows a
+        real latency: worth it for the UI, wasted on a one-shot question.
+        """
         from app.chain import DEFAULT_MAX_NEW_TOKENS, load_answerer
         from core.store import open_store
         from router.registry import load_router
 
         store = open_store(settings, create=False)
-        if store.counts()[0] == 0:
+        if not store.has_notes():
             raise HousechatError(empty_store_message(store.location))
         answerer = load_answerer(settings, max_new_tokens or DEFAULT_MAX_NEW_TOKENS)
-        loaded = load_router(settings.router_backend, settings)
-        loaded.router.route("warm up")  # loads lazy weights now, so the first badge shows a real latency
-        return cls(settings, store, answerer, loaded, k)
+        backend = settings.router_backend if routing else "off"
+        loaded = load_router(backend, settings)
+        if warm:
+            loaded.router.route("warm up")
+        return cls(settings, store, answerer, loaded, k, backend)
 
     def router(self, backend: str | None = None) -> LoadedRouter:
         """The router for `backend` (default: the configured one), loaded once and kept."""
@@ -182,17 +207,23 @@ class Pipeline:
     def stream(
         self, question: str, history: Sequence[Turn] = (), routing: bool = True, backend: str | None = None
     ) -> Iterator[Answer]:
-        """The answer after routing and retrieval (no text yet), then after each piece of text."""
+        """The answer after routing and retrieval (no text yet), then after each piece of text.
+
+        The last one is `done`: its text has had citations to notes that were not retrieved removed,
+        and `grounding` says which sentences state facts the cited notes do not (app.grounding).
+        """
         from app.chain import chain_inputs, stream_answer
+        from app.grounding import check
 
         question = check_question(question)
         start = time.perf_counter()
         query = search_query(question, history)
         loaded = self.router(backend if routing else "off")
+        vector = self.store.embed([query])[0]  # once: the router, retrieval and the answerer share it
         with self._lock:
-            route = loaded.router.route(query)
+            route = route_with_vector(loaded.router, query, vector)
         routed = time.perf_counter()
-        plan, found = self.find(query, route, loaded)
+        plan, found = self.find(query, route, loaded, query_vector=vector)
         retrieved = time.perf_counter()
         answer = Answer(
             question,
@@ -203,16 +234,18 @@ class Pipeline:
             self.answerer,
             timings={"route": _ms(start, routed), "retrieve": _ms(routed, retrieved)},
             filter_mode=plan.mode,
+            chunks=list(found.chunks),
         )
         yield answer
-        for answerer, piece in stream_answer(self.answerer, chain_inputs(question, found.chunks, history)):
+        inputs = chain_inputs(question, found.chunks, history, vector)
+        for answerer, piece in stream_answer(self.answerer, inputs):
             if not answer.text:
                 answer.timings["first_token"] = _ms(retrieved, time.perf_counter())
             answer.answerer = answerer
             answer.text += piece
             yield answer
         end = time.perf_counter()
-        answer.text = answer.text.strip()
+        answer.text, answer.grounding = check(answer.text.strip(), found.chunks)
         answer.timings.update(answer=_ms(retrieved, end), total=_ms(start, end))
         answer.done = True
         yield answer
@@ -224,14 +257,16 @@ class Pipeline:
         loaded: LoadedRouter,
         filter_mode: str | None = None,
         hybrid: bool | None = None,
+        query_vector: Any = None,
     ) -> tuple[RetrievalPlan, Retrieval]:
         """The chunks for a routed query: the router's policy plans (hard, soft or no filter), then search.
 
-        `filter_mode` and `hybrid` default to the settings (the eval tries the others).
+        `filter_mode` and `hybrid` default to the settings (the eval tries the others); `query_vector`
+        is the query's embedding when the caller has it (embedded once per question).
         """
         policy = loaded.policy.with_mode(filter_mode or self.settings.filter_mode)
         hybrid = self.settings.hybrid if hybrid is None else hybrid
-        return plan_and_retrieve(self.store, query, route, policy, self.k, hybrid)
+        return plan_and_retrieve(self.store, query, route, policy, self.k, hybrid, query_vector)
 
     def ask(
         self, question: str, history: Sequence[Turn] = (), routing: bool = True, backend: str | None = None
@@ -244,11 +279,18 @@ class Pipeline:
 
 
 def plan_and_retrieve(
-    store: NoteStore, query: str, route: Route, policy: FilterPolicy, k: int, hybrid: bool
+    store: NoteStore,
+    query: str,
+    route: Route,
+    policy: FilterPolicy,
+    k: int,
+    hybrid: bool,
+    query_vector: Any = None,
 ) -> tuple[RetrievalPlan, Retrieval]:
     """Retrieval for a routed query: the policy plans a hard, soft or no filter for the route's band."""
     plan = policy.plan(route)
-    return plan, retrieve(store, query, k, plan.where, hybrid=hybrid, boost=plan.boost)
+    found = retrieve(store, query, k, plan.where, hybrid=hybrid, boost=plan.boost, query_vector=query_vector)
+    return plan, found
 
 
 def empty_store_message(location: str) -> str:

@@ -1,6 +1,9 @@
 """The Gradio UI: chat with route badges and sources, the router A/B switch, and a Compare tab.
 
-The only module in the project that imports gradio. Every answer is shown as messages: the text,
+The only module in the project that imports gradio. Note-derived text (answers quote notes, sources
+show them) reaches the page only through `escape_text`: HTML and markdown in a note show as the
+characters they are, never as images, links or forms; the only markup is the app's own
+(citations, the highlighted sentence, the "not found in your notes" mark). Every answer is shown as messages: the text,
 then a collapsible badge (category, confidence, router backend, latency; details inside), then
 one collapsible message per source note. Histories live in each browser session (ChatInterface
 state), so users never see each other's conversations; the shared `Pipeline` holds no chat state.
@@ -8,7 +11,9 @@ state), so users never see each other's conversations; the shared `Pipeline` hol
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -47,6 +52,7 @@ def normalize_history(history: Any) -> list[Turn]:
         message = item if isinstance(item, dict) else getattr(item, "__dict__", {})
         metadata = message.get("metadata") or {}
         role, text = message.get("role"), _text(message.get("content"))
+        text = plain_text(text) if role == "assistant" else text
         if role in ("user", "assistant") and text and not _get(metadata, "title"):
             turns.append((role, text))
     return turns
@@ -70,6 +76,61 @@ def _get(obj: Any, key: str) -> Any:
 
 # -- rendering an answer as chat messages ---------------------------------------------------------
 
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~<>])")
+_ESCAPED = re.compile(r"\\([\\`*_{}\[\]()#+\-.!|~<>])")
+_LINKABLE = re.compile(r"(?i)(://|www(?=\\?\.)|@)")
+ZWSP = "\u200b"  # breaks autolinking of a URL in a note without changing what it reads
+NOT_FOUND = " ⚠️ **not found in your notes**"
+
+
+def escape_text(text: str) -> str:
+    """Text from a note, safe in Gradio's markdown: shown as written, nothing rendered or fetched."""
+    text = _MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(text, quote=False).replace("&", "&amp;"))
+    text = text.replace("&amp;lt;", "&lt;").replace("&amp;gt;", "&gt;").replace("&amp;amp;", "&amp;")
+    return _LINKABLE.sub(lambda m: m.group(1)[0] + ZWSP + m.group(1)[1:], text)
+
+
+def plain_text(markdown: str) -> str:
+    """`escape_text` undone (and the app's marks dropped): what the model sees as history."""
+    text = markdown.replace(NOT_FOUND, "").replace(ZWSP, "")
+    return html.unescape(_ESCAPED.sub(r"\1", re.sub(r"`(\[[a-z0-9_-]+\])`", r"\1", text)))
+
+
+def answer_markdown(answer: Answer) -> str:
+    """The answer, escaped; citations in the app's markup; unsupported sentences marked."""
+    from app.grounding import CITATION, sentences
+
+    if not answer.text:
+        return "_searching the notes and writing…_"
+    unsupported = set(answer.grounding.unsupported) if answer.grounding else set()
+    out = []
+    for sentence in sentences(answer.text):
+        pieces = CITATION.split(sentence)  # text, note id, text, note id, ...
+        rendered = "".join(escape_text(p) if i % 2 == 0 else f" `[{p}]`" for i, p in enumerate(pieces))
+        if CITATION.sub("", sentence).strip() in unsupported:
+            rendered += NOT_FOUND
+        out.append(rendered)
+    return " ".join(out)
+
+
+def source_markdown(answer: Answer, note_id: str, snippet: str, path: str) -> str:
+    """A source's text: the sentence the answer cites from it highlighted in its context, else a preview."""
+    from app.extractive import split_sentences, terms
+    from app.grounding import CITATION, sentences
+
+    citing = [CITATION.sub("", s) for s in sentences(answer.text) if f"[{note_id}]" in s]
+    body = escape_text(snippet)
+    if citing:
+        note_sentences = [s.text for c in answer.chunks if c.note_id == note_id for s in split_sentences(c)]
+        wanted = set(terms(" ".join(citing)))
+        overlap = [len(wanted & set(terms(s))) for s in note_sentences]
+        if overlap and max(overlap) > 0:
+            i = overlap.index(max(overlap))
+            before = escape_text(note_sentences[i - 1]) + " " if i > 0 else ""
+            after = " " + escape_text(note_sentences[i + 1]) if i + 1 < len(note_sentences) else ""
+            body = f"{before}<mark>{escape_text(note_sentences[i])}</mark>{after}"
+    return f"{body}\n\n`[{note_id}]` · {escape_text(path)}"
+
 
 def badge_title(answer: Answer) -> str:
     """The one-line route badge: category, confidence, router backend, latency."""
@@ -80,7 +141,24 @@ def badge_title(answer: Answer) -> str:
         head = f"Route: {route.category or 'no category'} · {route.confidence:.0%} · {route.backend} · {route.latency_ms:.0f} ms"
     if not answer.done:
         return head + " · writing the answer…"
-    return head + f" · answered by {answer.answerer.model} in {answer.timings['total'] / 1000:.1f} s"
+    head += f" · answered by {answer.answerer.label} in {answer.timings['total'] / 1000:.1f} s"
+    return head + " · " + grounding_verdict(answer)
+
+
+def grounding_verdict(answer: Answer) -> str:
+    """What the grounding check found, in a few words."""
+    grounding = answer.grounding
+    if grounding is None:
+        return "not checked"
+    if grounding.grounded:
+        return "✓ grounded: every fact is in the cited notes"
+    parts = []
+    if grounding.unsupported:
+        n = len(grounding.unsupported)
+        parts.append(f"⚠ {n} sentence{'s' if n > 1 else ''} not found in your notes")
+    if grounding.removed_citations:
+        parts.append(f"{len(grounding.removed_citations)} citation(s) to unretrieved notes removed")
+    return " · ".join(parts)
 
 
 def badge_details(answer: Answer) -> str:
@@ -96,10 +174,15 @@ def badge_details(answer: Answer) -> str:
     if route.scores:
         lines.append("**Top categories:** " + ", ".join(f"{c} {p:.0%}" for c, p in route.top(3)))
     if route.fallback_reason:
-        lines.append(f"**Router fallback:** {route.fallback_reason}")
-    lines.append(f"**Answered by:** {answer.answerer.label}")
+        lines.append(f"**Router fallback:** {escape_text(route.fallback_reason)}")
+    lines.append(f"**Answered by:** {escape_text(answer.answerer.label)}")
     if answer.answerer.note:
-        lines.append(f"**Why not Ollama:** {answer.answerer.note}")
+        lines.append(f"**Why not Ollama:** {escape_text(answer.answerer.note)}")
+    if answer.done:
+        lines.append(f"**Grounding:** {grounding_verdict(answer)}")
+        if answer.grounding and answer.grounding.removed_citations:
+            removed = ", ".join(f"`[{n}]`" for n in answer.grounding.removed_citations if re.fullmatch(r"[\w-]+", n))
+            lines.append(f"**Removed citations:** {removed}")
     stages = ", ".join(f"{name} {ms:.0f} ms" for name, ms in answer.timings.items())
     lines.append(f"**Timings:** {stages}")
     return "\n\n".join(lines)
@@ -107,8 +190,7 @@ def badge_details(answer: Answer) -> str:
 
 def answer_messages(answer: Answer) -> list[dict[str, Any]]:
     """The answer text, its badge and one message per source, as Gradio message dicts."""
-    text = answer.text or "_searching the notes and writing…_"
-    messages: list[dict[str, Any]] = [{"role": "assistant", "content": text}]
+    messages: list[dict[str, Any]] = [{"role": "assistant", "content": answer_markdown(answer)}]
     messages.append(
         {
             "role": "assistant",
@@ -121,9 +203,9 @@ def answer_messages(answer: Answer) -> list[dict[str, Any]]:
         messages.append(
             {
                 "role": "assistant",
-                "content": f"{source.snippet}\n\n`[{source.note_id}]` · {source.path}",
+                "content": source_markdown(answer, source.note_id, source.snippet, source.path),
                 "metadata": {
-                    "title": f"Source: {source.title} · {source.category}{when} · score {source.score:.2f}",
+                    "title": f"Source: {escape_text(source.title)} · {source.category}{when} · score {source.score:.2f}",
                     "status": "done",
                 },
             }
@@ -132,18 +214,23 @@ def answer_messages(answer: Answer) -> list[dict[str, Any]]:
 
 
 def status_markdown(status: Status) -> str:
-    """The status line, with a banner when the small embedded model answers."""
+    """The status line, with a banner when Qwen3-4B (Ollama) does not answer."""
     answerer = status.answerer
     router = status.router + (f" (fallback: {status.router_note})" if status.router_note else "")
     line = (
         f"**Answer model:** {answerer.label} · **Router:** {router} · "
         f"**Notes:** {status.notes} notes, {status.chunks} chunks in {status.store}"
     )
-    if answerer.name == "embedded":
-        why = answerer.note or "the embedded answerer was chosen (--answerer embedded)"
+    why = escape_text(answerer.note or f"--answerer {answerer.name} was chosen")
+    if answerer.name == "extractive":
         line = (
-            f"**Note: answers come from the small embedded SmolLM2-135M fallback**, not Qwen3-4B: {why}. "
-            "Expect short, rough answers; check the sources.\n\n" + line
+            "**Note: answers are sentences picked from your notes**, each with its note, not written by "
+            f"Qwen3-4B: {why}.\n\n" + line
+        )
+    elif answerer.name != "ollama":
+        line = (
+            f"**Note: answers come from the small generative {answerer.model}**, not Qwen3-4B: {why}. "
+            "Expect rough answers; facts not in your notes are flagged.\n\n" + line
         )
     return line
 

@@ -99,14 +99,17 @@ def retrieve(
     min_score: float = DEFAULT_MIN_SCORE,
     hybrid: bool = False,
     boost: Mapping[str, float] | None = None,
+    query_vector: Any = None,
 ) -> Retrieval:
     """The top-k chunks for `question` within `where`, widened to no filter when that finds too little.
 
     With `boost` (category -> score bonus) the filter is soft: chunks inside and outside `where`
-    compete, in-category ones raised by their bonus (module doc).
+    compete, in-category ones raised by their bonus (module doc). `query_vector` is the question's
+    embedding when the caller has it already (the app embeds a question once for the router,
+    retrieval and the answerer).
     """
     where = normalize_where(where)
-    query = [float(x) for x in store.embed([question])[0]]
+    query = [float(x) for x in (store.embed([question])[0] if query_vector is None else query_vector)]
     if boost is not None:
         return Retrieval(_soft_search(store, question, query, k, where, hybrid, boost), where, hybrid=hybrid, soft=True)
     chunks = _search(store, question, query, k, where, hybrid)

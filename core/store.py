@@ -314,6 +314,17 @@ class NoteStore:
         """Ids of the live notes, sorted."""
         return sorted(self.live_notes())
 
+    def has_notes(self) -> bool:
+        """Whether a reader sees any note: reads registry records only until the first live one."""
+        offset, page = 0, 64
+        while True:
+            got = self._registry.get(include=["metadatas"], limit=page, offset=offset)
+            if not got["ids"]:
+                return False
+            if any((meta or {}).get("hash") for meta in got["metadatas"]):
+                return True
+            offset += len(got["ids"])
+
     def counts(self) -> tuple[int, int]:
         """(notes, chunks) a reader sees."""
         live = self.live_notes().values()

@@ -1,22 +1,29 @@
 """Answer eval: the router off vs on over the QA set — retrieval, answers, and their difference.
 
+Every question goes through the app's own pipeline (`app.pipeline.Pipeline`: route → filter →
+retrieve → answer → grounding check), the code `app ask` runs; nothing here re-implements a step.
 Retrieval metrics (hit@k, MRR) are over answerable questions; category precision (share of the
 retrieved chunks in the gold category) and the widened rate over all. With an answerer, each arm
 also answers: keyword coverage and citation precision on answerable questions, refusal accuracy
-on unanswerable ones.
+on unanswerable ones, the unsupported rate (answers with a sentence whose facts the cited notes do
+not state), citations removed (to notes that were not retrieved) and the answer length. Every
+question and arm is kept as a record (question, route, filter, sources, answer, grounding, keyword
+hits) so a person can read what the system said.
 """
 
 from __future__ import annotations
 
 import re
 import sys
-import time
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 from core.schemas import QAItem
 from core.settings import Settings
 from eval import metrics
+
+if TYPE_CHECKING:
+    from app.pipeline import Answer
 
 KS = (1, 3, 5)
 CITATION = re.compile(r"\[([a-z0-9_]+-[a-z0-9_-]+)\]")
@@ -26,17 +33,37 @@ REFUSAL = re.compile(
     r"|(do not|don't) have (any )?(information|notes)|(cannot|can't) find|not mentioned",
     re.IGNORECASE,
 )
+STAGES = ("route", "retrieve", "answer", "total")
 
 
 @dataclass
 class ItemResult:
+    """One question in one arm: what the pipeline returned, and the scores read off it."""
+
     item: QAItem
-    ranked: list[str]
-    category_precision: float
-    widened: bool
-    route_category: str | None
-    timings: dict[str, float]
-    answer: str | None = None
+    result: Answer
+    answered: bool
+
+    @property
+    def ranked(self) -> list[str]:
+        return list(dict.fromkeys(c.note_id for c in self.result.chunks))
+
+    @property
+    def category_precision(self) -> float:
+        chunks = self.result.chunks
+        return sum(c.category == self.item.category for c in chunks) / len(chunks) if chunks else 0.0
+
+    @property
+    def answer(self) -> str | None:
+        return self.result.text if self.answered else None
+
+    @property
+    def route_category(self) -> str | None:
+        return self.result.route.category
+
+    @property
+    def timings(self) -> dict[str, float]:
+        return self.result.timings
 
     def hit(self, k: int) -> float:
         return metrics.hit_at_k(self.ranked, self.item.gold_note_ids, k)
@@ -51,6 +78,40 @@ class ItemResult:
     def refused(self) -> bool:
         return bool(REFUSAL.search(self.answer or ""))
 
+    def unsupported(self) -> bool:
+        grounding = self.result.grounding
+        return bool(grounding and grounding.unsupported)
+
+    def record(self, arm: str) -> dict[str, Any]:
+        """What a person reads: the question, what the app did, what it said, how it scored."""
+        r = self.result
+        out: dict[str, Any] = {
+            "arm": arm,
+            "question": self.item.question,
+            "category": self.item.category,
+            "answerable": self.item.answerable,
+            "gold": list(self.item.gold_note_ids),
+            "route": {
+                "category": r.route.category,
+                "confidence": round(r.route.confidence, 4),
+                "backend": r.route.backend,
+            },
+            "filter": r.where,
+            "widened": r.widened,
+            "sources": [s.note_id for s in r.sources],
+            "timings_ms": r.timings,
+        }
+        if self.answered:
+            out |= {
+                "answerer": f"{r.answerer.name}:{r.answerer.model}",
+                "answer": r.text,
+                "grounding": r.grounding.to_json() if r.grounding else None,
+                "keyword_hits": [k for k in self.item.keywords if metrics.keyword_pattern(k).search(r.text)],
+                "keywords": list(self.item.keywords),
+                "refused": self.refused(),
+            }
+        return out
+
 
 @dataclass
 class ArmResult:
@@ -61,21 +122,27 @@ class ArmResult:
         answerable = [r for r in self.items if r.item.answerable]
         unanswerable = [r for r in self.items if not r.item.answerable]
         mean = _mean
-        answered = [r for r in self.items if r.answer is not None]
-        citations = [c for r in answerable if r.answer is not None and (c := r.citation_precision()) is not None]
+        answered = [r for r in self.items if r.answered]
+        citations = [c for r in answerable if r.answered and (c := r.citation_precision()) is not None]
         return {
             "hit_at_k": {str(k): mean([r.hit(k) for r in answerable]) for k in KS},
             "mrr": mean([metrics.reciprocal_rank(r.ranked, r.item.gold_note_ids) for r in answerable]),
             "category_precision": mean([r.category_precision for r in self.items]),
-            "widened_rate": mean([float(r.widened) for r in self.items]),
+            "widened_rate": mean([float(r.result.widened) for r in self.items]),
             "keyword_coverage": mean([metrics.keyword_coverage(r.answer or "", r.item.keywords) for r in answerable])
             if answered
             else None,
             "citation_precision": (mean(citations) if citations else 0.0) if answered else None,
             "refusal_accuracy": mean([float(r.refused()) for r in unanswerable]) if answered and unanswerable else None,
+            "false_refusal_rate": mean([float(r.refused()) for r in answerable]) if answered and answerable else None,
+            "unsupported_rate": mean([float(r.unsupported()) for r in answered]) if answered else None,
+            "removed_citations": sum(len(r.result.grounding.removed_citations) for r in answered if r.result.grounding)
+            if answered
+            else None,
+            "answer_chars_p50": metrics.percentile([len(r.answer or "") for r in answered], 50) if answered else None,
             "latency_ms": {
                 stage: {"p50": metrics.percentile(v, 50), "p95": metrics.percentile(v, 95)}
-                for stage in ("route", "retrieve", "generate")
+                for stage in STAGES
                 if (v := [r.timings[stage] for r in self.items if stage in r.timings])
             },
         }
@@ -88,51 +155,28 @@ def _mean(values: list[float]) -> float:
 def run_arms(
     settings: Settings, items: list[QAItem], arms: list[str], answerer_name: str, k: int, backend: str
 ) -> dict[str, ArmResult]:
-    """Route (or not), retrieve and optionally answer every QA item in every arm."""
+    """Ask every QA item in every arm through the app's pipeline (`none`: stop after retrieval)."""
     from tqdm import tqdm
 
-    from app.pipeline import plan_and_retrieve
-    from core.store import open_store
-    from router.registry import load_router
+    from app.pipeline import Pipeline
 
-    store = open_store(settings, create=False)
-    routers = {arm: load_router("off" if arm == "off" else backend, settings) for arm in arms}
-    answerer = None
-    if answerer_name != "none":
-        from dataclasses import replace
-
-        from app.chain import load_answerer
-
-        answerer = load_answerer(replace(settings, answerer=answerer_name))
+    answering = answerer_name != "none"
+    # With `none` the pipeline still loads an answerer (the light extractive one) but never calls it.
+    chosen = replace(settings, answerer=answerer_name if answering else "extractive", router_backend=backend)
+    pipeline = Pipeline.load(chosen, k=k, routing="on" in arms, warm=True)
+    if answering and pipeline.answerer.note:
+        print(f"note: answering with {pipeline.answerer.label}: {pipeline.answerer.note}", file=sys.stderr)
     results = {arm: ArmResult(arm) for arm in arms}
     bar = tqdm(total=len(items) * len(arms), desc="answers", file=sys.stderr, disable=not sys.stderr.isatty())
     for item in items:
         for arm in arms:
-            loaded = routers[arm]
-            t0 = time.perf_counter()
-            route = loaded.router.route(item.question)
-            policy = loaded.policy.with_mode(settings.filter_mode)
-            t1 = time.perf_counter()
-            _, found = plan_and_retrieve(store, item.question, route, policy, k, settings.hybrid)
-            t2 = time.perf_counter()
-            in_gold = [c.category == item.category for c in found.chunks]
-            result = ItemResult(
-                item,
-                found.note_ids,
-                sum(in_gold) / len(in_gold) if in_gold else 0.0,
-                found.widened,
-                route.category,
-                {"route": (t1 - t0) * 1000, "retrieve": (t2 - t1) * 1000},
-            )
-            if answerer is not None:
-                from app.chain import chain_inputs, stream_answer
-
-                text = "".join(
-                    piece for _, piece in stream_answer(answerer, chain_inputs(item.question, found.chunks, []))
-                )
-                result.answer = text.strip()
-                result.timings["generate"] = (time.perf_counter() - t2) * 1000
-            results[arm].items.append(result)
+            if answering:
+                answer = pipeline.ask(item.question, routing=arm == "on")
+            else:  # the pipeline's first answer: routed and retrieved, nothing written yet
+                stream = pipeline.stream(item.question, routing=arm == "on")
+                answer = next(stream)
+                stream.close()
+            results[arm].items.append(ItemResult(item, answer, answering))
             bar.update()
     bar.close()
     return results
@@ -174,6 +218,10 @@ def compare(off: ArmResult, on: ArmResult) -> dict[str, Any]:
     return out
 
 
+def _count(value: Any) -> str:
+    return "—" if value is None else f"{value:.0f}"
+
+
 def markdown(
     n: int, summaries: dict[str, dict[str, Any]], difference: dict[str, Any], command: str, backend: str, answerer: str
 ) -> str:
@@ -187,15 +235,17 @@ def markdown(
         "",
         f"Router for the `on` arm: `{backend}` (with its fallback). Answerer: `{answerer}`.",
         "",
-        "| arm | hit@1 | hit@3 | hit@5 | MRR | category precision | widened | keyword coverage | citation precision | refusal accuracy |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| arm | hit@1 | hit@3 | hit@5 | MRR | category precision | widened | keyword coverage | citation precision "
+        "| refusal accuracy | false refusals | unsupported rate | citations removed | answer chars p50 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for arm, s in summaries.items():
         h = s["hit_at_k"]
         lines.append(
             f"| {arm} | {fmt(h['1'])} | {fmt(h['3'])} | {fmt(h['5'])} | {fmt(s['mrr'])} | "
             f"{fmt(s['category_precision'])} | {fmt(s['widened_rate'])} | {fmt(s['keyword_coverage'])} | "
-            f"{fmt(s['citation_precision'])} | {fmt(s['refusal_accuracy'])} |"
+            f"{fmt(s['citation_precision'])} | {fmt(s['refusal_accuracy'])} | {fmt(s['false_refusal_rate'])} | "
+            f"{fmt(s['unsupported_rate'])} | {_count(s['removed_citations'])} | {_count(s['answer_chars_p50'])} |"
         )
     lines += ["", "Latency per stage (ms, p50 / p95):", ""]
     for arm, s in summaries.items():

@@ -45,9 +45,11 @@ def make_parser() -> argparse.ArgumentParser:
     answers.add_argument("--arms", default="off,on", help="comma-separated: off, on")
     answers.add_argument(
         "--answerer",
-        default="none",
-        choices=["none", "embedded", "ollama"],
-        help="none = retrieval only (fast); embedded = SmolLM2 in process; ollama = the answer model",
+        default="auto",
+        choices=["auto", "extractive", "smollm2", "ollama", "none"],
+        help="auto (default) = what the app uses: Ollama when it has the model, else extractive; "
+        "extractive = the notes' own sentences; smollm2 = the small generative model; ollama = the answer "
+        "model; none = retrieval only (fast)",
     )
     answers.add_argument(
         "--backend",
@@ -70,6 +72,12 @@ def make_parser() -> argparse.ArgumentParser:
     answers.add_argument("--report", type=Path, default=None, help="report root folder (default reports/)")
     answers.add_argument("--json", action="store_true", help="print the summary JSON on stdout (not the table)")
     answers.add_argument("--summary", type=Path, metavar="PATH", help="also write the summary JSON to this file")
+    answers.add_argument(
+        "--records",
+        type=Path,
+        metavar="PATH",
+        help="also write one JSON line per question and arm (route, sources, answer, grounding) to this file",
+    )
 
     filtering = sub.add_parser(
         "filtering", help="choose the filter mode per confidence band and the hybrid switch on the QA dev split"
@@ -219,6 +227,7 @@ def run_answers(args: argparse.Namespace, command: str) -> int:
     difference = compare(results["off"], results["on"]) if {"off", "on"} <= set(results) else {}
     summary = {
         "n": len(items),
+        "split": args.split,
         "arms": {arm: {k: v for k, v in s.items() if k != "latency_ms"} for arm, s in summaries.items()},
         "difference": {k: v for k, v in difference.items() if k in ("hit_at_3", "keyword_coverage")},
     }
@@ -230,9 +239,16 @@ def run_answers(args: argparse.Namespace, command: str) -> int:
             "latency_ms": {a: s["latency_ms"] for a, s in summaries.items()},
             "comparison": difference,
             "command": command,
+            "split": args.split,
+            "records": "records.jsonl",
         },
     )
-    text = markdown(len(items), summaries, difference, command, backend, args.answerer)
+    records = [r.record(arm) for arm, result in results.items() for r in result.items]
+    report.write_jsonl(folder / "records.jsonl", records)
+    if args.records:
+        report.write_jsonl(args.records, records)
+    answered_by = sorted({r["answerer"] for r in records if "answerer" in r}) or ["none"]
+    text = markdown(len(items), summaries, difference, command, backend, ", ".join(answered_by))
     (folder / "report.md").write_text(text)
     bars = {f"hit@{k}": {a: s["hit_at_k"][str(k)] for a, s in summaries.items()} for k in (1, 3, 5)}
     bars["MRR"] = {a: s["mrr"] for a, s in summaries.items()}

@@ -43,6 +43,15 @@ class Router(Protocol):
     def route_batch(self, questions: list[str]) -> list[Route]: ...
 
 
+def route_with_vector(router: Router, question: str, vector: Any) -> Route:
+    """Route `question`, letting a router that reads MiniLM vectors reuse `vector` (its embedding).
+
+    A router offers that with `route_vector(question, vector)`; any other router just routes.
+    """
+    route_vector = getattr(router, "route_vector", None)
+    return route_vector(question, vector) if route_vector is not None else router.route(question)
+
+
 def route_from_scores(scores: dict[str, float], codes: dict[str, str], backend: str, latency_ms: float) -> Route:
     """A `Route` whose category is the arg-max of `scores` (category id -> probability)."""
     best = max(scores, key=lambda c: scores[c])

@@ -106,20 +106,20 @@ class EmbeddingRouter:
             self.store = self._open_store()
         return self.store
 
-    def features(self, questions: list[str]) -> Any:
-        """MiniLM embeddings, then the weighted n-gram block when the head was fit with one."""
+    def features(self, questions: list[str], vectors: Any = None) -> Any:
+        """MiniLM embeddings (or the given `vectors` of the questions), then the weighted n-gram block."""
         import numpy as np
 
-        x = embed(questions)
+        x = embed(questions) if vectors is None else np.asarray(vectors, dtype=np.float32).reshape(len(questions), -1)
         if not self.char_weight:
             return x
         return np.hstack([x, self.char_weight * self.chars.transform(questions).toarray().astype(x.dtype)])
 
-    def logits(self, questions: list[str]) -> Any:
+    def logits(self, questions: list[str], vectors: Any = None) -> Any:
         """The head's logits, plus the weighted log store vote when a store is attached (before temperature)."""
         import numpy as np
 
-        x = self.features(questions)
+        x = self.features(questions, vectors)
         logits = x @ self.coef.T + self.intercept
         store = self._vote_store() if self.vote_weight else None
         if store is not None:
@@ -127,11 +127,11 @@ class EmbeddingRouter:
             logits = logits + self.vote_weight * np.log(votes)
         return logits
 
-    def probabilities(self, questions: list[str]) -> Any:
+    def probabilities(self, questions: list[str], vectors: Any = None) -> Any:
         """Calibrated probabilities: softmax of the logits over the temperature picked on val."""
         import numpy as np
 
-        logits = self.logits(questions) / self.temperature
+        logits = self.logits(questions, vectors) / self.temperature
         logits -= logits.max(axis=1, keepdims=True)
         exp = np.exp(logits)
         return exp / exp.sum(axis=1, keepdims=True)
@@ -139,9 +139,13 @@ class EmbeddingRouter:
     def route(self, question: str) -> Route:
         return self.route_batch([question])[0]
 
-    def route_batch(self, questions: list[str]) -> list[Route]:
+    def route_vector(self, question: str, vector: Any) -> Route:
+        """`route(question)` reusing the question's MiniLM vector (the app embeds a question once)."""
+        return self.route_batch([question], [vector])[0]
+
+    def route_batch(self, questions: list[str], vectors: Any = None) -> list[Route]:
         start = time.perf_counter()
-        probs = self.probabilities(questions)
+        probs = self.probabilities(questions, vectors)
         ms = (time.perf_counter() - start) * 1000 / max(len(questions), 1)
         ids = self.labels.ids
         return [

@@ -10,13 +10,13 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from core.categories import LabelSet, load_categories
 from core.errors import HousechatError
 from core.models import SMOLLM2
 from core.settings import Settings
-from router.base import Route, Router
+from router.base import Route, Router, route_with_vector
 from router.meta import MAKE_EMBEDDING, MAKE_ENSEMBLE, MAKE_LLM, check_labels, read_meta
 from router.policy import FilterPolicy
 
@@ -145,6 +145,15 @@ class FallbackRouter:
             return self.primary.route(question)
         except HousechatError as exc:
             return _noted(self.fallback.route(question), f"{self.primary.name}: {exc}")
+
+    def route_vector(self, question: str, vector: Any) -> Route:
+        """`route`, passing the question's MiniLM vector on to whichever router answers."""
+        if self.primary is None:
+            return _noted(route_with_vector(self.fallback, question, vector), self.reason)
+        try:
+            return route_with_vector(self.primary, question, vector)
+        except HousechatError as exc:
+            return _noted(route_with_vector(self.fallback, question, vector), f"{self.primary.name}: {exc}")
 
     def route_batch(self, questions: list[str]) -> list[Route]:
         if self.primary is None:

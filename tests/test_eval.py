@@ -209,6 +209,8 @@ def test_eval_answers_retrieval_only_cli(small_store, tmp_path, monkeypatch, cap
                 "answers",
                 "--backend",
                 "embedding",
+                "--answerer",
+                "none",
                 "--store",
                 small_store["store"],
                 "--qa-file",
@@ -234,6 +236,10 @@ def test_eval_answers_retrieval_only_cli(small_store, tmp_path, monkeypatch, cap
             "keyword_coverage",
             "citation_precision",
             "refusal_accuracy",
+            "false_refusal_rate",
+            "unsupported_rate",
+            "removed_citations",
+            "answer_chars_p50",
         }
         assert set(arm["hit_at_k"]) == {"1", "3", "5"} and 0 <= arm["mrr"] <= arm["hit_at_k"]["5"] <= 1
         assert arm["keyword_coverage"] is None  # no answerer: retrieval only
@@ -245,22 +251,25 @@ def test_eval_answers_retrieval_only_cli(small_store, tmp_path, monkeypatch, cap
 
 
 def test_answer_scoring_citations_and_refusals() -> None:
+    from app.chain import Answerer
+    from app.pipeline import Answer
+    from core.retrieval import RetrievedChunk
     from core.schemas import QAItem
     from eval.answers import ItemResult
+    from router.base import Route
+
+    def answered(text: str, ranked: list[str]) -> Answer:
+        chunks = [RetrievedChunk(f"{n}:h:0", "", 0.5, n, n.split("-")[0], n, "", "", 0) for n in ranked]
+        route = Route(None, None, 0.0, {}, "off")
+        return Answer("when?", route, None, False, [], Answerer("extractive", "x", None), text, True, chunks=chunks)
 
     item = QAItem("when?", "pool", ("pool-heater-service-2024",), ("$201",), True)
-    result = ItemResult(
-        item,
-        ["pool-heater-service-2024", "water_heater-flush-2024"],
-        1.0,
-        False,
-        "pool",
-        {},
-        answer="It cost $201 [pool-heater-service-2024] [water_heater-flush-2024].",
-    )
-    assert result.citation_precision() == 0.5 and not result.refused()
-    assert ItemResult(item, [], 0.0, False, None, {}, answer="The notes do not say.").refused()
-    assert ItemResult(item, [], 0.0, False, None, {}, answer="No citations here.").citation_precision() is None
+    text = "It cost $201 [pool-heater-service-2024] [water_heater-flush-2024]."
+    result = ItemResult(item, answered(text, ["pool-heater-service-2024", "water_heater-flush-2024"]), True)
+    assert result.citation_precision() == 0.5 and not result.refused() and result.category_precision == 0.5
+    assert ItemResult(item, answered("The notes do not say.", []), True).refused()
+    assert ItemResult(item, answered("No citations here.", []), True).citation_precision() is None
+    assert ItemResult(item, answered("It cost $201.", []), False).answer is None  # retrieval only
 
 
 @pytest.mark.slow  # ingests a store and fits the embedding router
@@ -361,3 +370,65 @@ def test_filtering_choice_per_band_and_hybrid() -> None:
     assert choice["per_hybrid"][True]["modes"] == {"single": "hard", "pair": "soft", "low": "soft"}
     assert choice["hybrid"] is True and choice["modes"]["low"] == "soft"
     assert choice["per_hybrid"][True]["hit_at_3"] == 1.0 and choice["per_hybrid"][False]["hit_at_3"] == 0.8
+
+
+@pytest.mark.slow  # ingests a store
+def test_eval_answers_runs_the_app_pipeline_and_keeps_records(tmp_path, monkeypatch, capsys) -> None:
+    """`eval answers` asks through `app.pipeline.Pipeline` (what `app ask` runs) and saves per-question records."""
+    import shutil
+
+    from app.cli import ingest_if_empty
+    from app.pipeline import Pipeline
+    from core.settings import from_env
+    from eval.cli import main
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    for note_id in ("water_heater-flush-2024", "water_heater-anode-2023", "electrical-garage-subpanel"):
+        shutil.copy(ROOT / "data" / "notes" / f"{note_id}.md", notes)
+    store = tmp_path / "store"
+    ingest_if_empty(from_env(environ={}, store=store, notes_dir=notes))
+    qa = tmp_path / "qa.jsonl"
+    rows = [
+        {"question": "When was the water heater last flushed, and who did it?", "category": "water_heater",
+         "gold_note_ids": ["water_heater-flush-2024"], "keywords": ["2024-10-12", "Corey Lindgren"],
+         "answerable": True, "split": "test"},
+        {"question": "Which breaker feeds the garage subpanel?", "category": "electrical",
+         "gold_note_ids": ["electrical-garage-subpanel"], "keywords": ["27/29"], "answerable": True, "split": "test"},
+        {"question": "What brand is our toaster?", "category": "appliances", "gold_note_ids": [], "keywords": [],
+         "answerable": False, "split": "test"},
+        {"question": "How much did the flush cost?", "category": "water_heater",
+         "gold_note_ids": ["water_heater-flush-2024"], "keywords": ["$145"], "answerable": True, "split": "dev"},
+    ]  # fmt: skip
+    qa.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    asked: list[tuple[str, bool]] = []
+    real_stream = Pipeline.stream
+
+    def spy(self, question, history=(), routing=True, backend=None):  # type: ignore[no-untyped-def]
+        asked.append((question, routing))
+        return real_stream(self, question, history, routing, backend)
+
+    monkeypatch.setattr(Pipeline, "stream", spy)
+    monkeypatch.setenv("HOUSECHAT_OLLAMA_HOST", "http://127.0.0.1:9")  # nothing there: auto → extractive
+    records = tmp_path / "records.jsonl"
+    args = ["answers", "--qa-file", str(qa), "--store", str(store), "--report", str(tmp_path / "rep")]
+    assert main([*args, "--json", "--records", str(records)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["n"] == 3 and summary["split"] == "test"  # the dev question is not scored
+    assert len(asked) == 6 and {r for _, r in asked} == {True, False}  # every question, both arms, via the pipeline
+    on = summary["arms"]["on"]
+    assert on["keyword_coverage"] == 1.0 and on["citation_precision"] == 1.0
+    assert on["unsupported_rate"] == 0.0 and on["removed_citations"] == 0 and on["answer_chars_p50"] > 0
+    assert set(on) >= {"refusal_accuracy", "false_refusal_rate", "hit_at_k", "mrr"}
+    lines = [json.loads(line) for line in records.read_text().splitlines()]
+    assert len(lines) == 6 and {line["arm"] for line in lines} == {"off", "on"}
+    first = next(line for line in lines if line["arm"] == "on")
+    assert set(first) >= {"question", "route", "filter", "sources", "answer", "grounding", "keyword_hits", "timings_ms"}
+    assert first["keyword_hits"] == ["2024-10-12", "Corey Lindgren"] and first["answerer"].startswith("extractive:")
+    assert set(first["timings_ms"]) >= {"route", "retrieve", "answer", "total"}
+    # The same question through `app ask`'s pipeline gives the same answer and sources.
+    monkeypatch.setattr(Pipeline, "stream", real_stream)
+    direct = Pipeline.load(from_env(store=store)).ask(first["question"])
+    assert direct.text == first["answer"] and [s.note_id for s in direct.sources] == first["sources"]
+    report = (next((tmp_path / "rep").iterdir()) / "report.md").read_text()
+    assert "unsupported rate" in report and "answer " in report

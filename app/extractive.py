@@ -140,6 +140,7 @@ class Weights:
     missing_best: float = 0.5
     refuse_below: float = 0.64
     support_ratio: float = 0.7  # a supporting sentence scores at least this share of the best one
+    other_note_ratio: float = 0.85  # the same, for a sentence from another note than the first one
     max_sentences: int = 3
 
 
@@ -356,7 +357,9 @@ class SentencePicker:
         for pair in scored[1:]:
             if len(chosen) >= w.max_sentences:
                 break
-            if pair not in chosen and pair[1] >= w.support_ratio * best and pair[0].text != chosen[0][0].text:
+            other_note = pair[0].note_id != chosen[0][0].note_id
+            ratio = w.other_note_ratio if other_note else w.support_ratio
+            if pair not in chosen and pair[1] >= ratio * best and pair[0].text != chosen[0][0].text:
                 chosen.append(pair)
         return Picked(chosen[: w.max_sentences], False, best, scored[0][0].chunk, wanted, cover)
 

@@ -94,6 +94,12 @@ def make_parser() -> argparse.ArgumentParser:
     )
     filtering.add_argument("--out", type=Path, metavar="PATH", help="also write the Markdown table here")
 
+    tune = sub.add_parser(
+        "tune-extractive", help="pick the extractive answerer's weights and refusal threshold on the QA dev half"
+    )
+    tune.add_argument("--qa-file", type=Path, help="QA JSONL with a dev split (default data/eval/qa.jsonl)")
+    tune.add_argument("--store", type=Path, help="embedded Chroma folder (env HOUSECHAT_STORE)")
+
     split = sub.add_parser("split-qa", help="recompute the QA set's dev/test split (stratified, seed 13)")
     split.add_argument("--qa-file", type=Path, help="QA JSONL (default data/eval/qa.jsonl)")
     split.add_argument("--write", action="store_true", help="store the split as each line's `split` field")
@@ -302,4 +308,17 @@ def run_filtering(args: argparse.Namespace, command: str) -> int:
     return 1 if errors else 0
 
 
-COMMANDS = {"routing": run_routing, "answers": run_answers, "split-qa": run_split_qa, "filtering": run_filtering}
+def run_tune_extractive(args: argparse.Namespace, command: str) -> int:
+    from eval.tune_extractive import main as tune_main
+
+    settings = from_env(store=args.store)
+    return tune_main(settings, args.qa_file or settings.qa_file)
+
+
+COMMANDS = {
+    "routing": run_routing,
+    "answers": run_answers,
+    "split-qa": run_split_qa,
+    "tune-extractive": run_tune_extractive,
+    "filtering": run_filtering,
+}

@@ -170,6 +170,10 @@ class AdaptingRouter:
     def route(self, question: str) -> Route:
         return self.current().route(question)
 
+    def route_vector(self, question: str, vector: Any) -> Route:
+        """`route` reusing the question's MiniLM vector (router.base.route_with_vector)."""
+        return self.current().route_vector(question, vector)
+
     def route_batch(self, questions: list[str]) -> list[Route]:
         return self.current().route_batch(questions)
 

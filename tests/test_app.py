@@ -316,6 +316,41 @@ def test_prompt_injection_in_a_note_changes_nothing_and_is_flagged(
     assert "99" not in extractive.text and extractive.grounding is not None and extractive.grounding.grounded
 
 
+@pytest.mark.slow  # ingests real notes into a store (python -m ingest)
+def test_one_ask_embeds_the_question_once_and_router_off_loads_no_router(
+    settings_for: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Issue 13 item 7: the router, retrieval and the answerer share one question vector; a
+    one-shot ask does not warm the router; `--router off` never loads the configured router."""
+    from core.models import load_embedder
+    from core.store import open_store
+    from router import registry
+
+    model = load_embedder()
+    real_encode = model.encode
+    embedded: list[str] = []
+
+    def counting_encode(texts: Any, *args: Any, **kwargs: Any) -> Any:
+        embedded.extend([texts] if isinstance(texts, str) else list(texts))
+        return real_encode(texts, *args, **kwargs)
+
+    monkeypatch.setattr(model, "encode", counting_encode)
+    pipeline = Pipeline.load(settings_for(answerer="extractive", router_backend="embedding"))
+    answer = pipeline.ask(BREAKER)
+    assert answer.route.backend == "embedding" and "[electrical-garage-subpanel]" in answer.text
+    assert embedded.count(BREAKER) == 1 and "warm up" not in embedded
+
+    def must_not_load(*args: Any) -> Any:
+        raise AssertionError("the configured router was loaded with the router off")
+
+    monkeypatch.setitem(registry.BACKENDS, "embedding", must_not_load)
+    off = Pipeline.load(settings_for(answerer="extractive", router_backend="embedding"), routing=False)
+    assert off.ask(BREAKER, routing=False).route.backend == "off"
+
+    assert open_store(settings_for()).has_notes()
+    assert not open_store(settings_for(store=tmp_path / "empty"), create=True).has_notes()
+
+
 # -- the Gradio app, driven by gradio_client ------------------------------------------------------
 
 

@@ -9,7 +9,8 @@ over the sentence picker alone (no retrieval in the loop, so a grid is seconds):
    right, counting an answerable question by its keyword coverage and an unanswerable one as 1
    when refused.
 
-It prints the chosen `Weights`; `app/extractive.py`'s defaults are what it printed. Never run on test.
+It prints the best rows and one chosen `Weights`; `app/extractive.py`'s defaults are one of the rows
+tied best on the refusal grid (docs/results/answers.md). Never run on test.
 """
 
 from __future__ import annotations

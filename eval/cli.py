@@ -38,6 +38,10 @@ def make_parser() -> argparse.ArgumentParser:
     routing.add_argument("--limit", type=count, default=0, help="score only the first N questions (quick runs)")
     routing.add_argument("--report", type=Path, default=None, help="report root folder (default reports/)")
     routing.add_argument("--json", action="store_true", help="print the summary JSON on stdout (not the table)")
+    routing.add_argument(
+        "--store", type=Path, help="the store the embedding router votes with and adapts to (env HOUSECHAT_STORE)"
+    )
+    routing.add_argument("--chroma-url", help="a Chroma server's store instead (env HOUSECHAT_CHROMA_URL)")
     routing.add_argument("--summary", type=Path, metavar="PATH", help="also write the summary JSON to this file")
     routing.add_argument("--min-accuracy", type=float, help="exit 1 when any backend scores below this (0..1)")
 
@@ -138,7 +142,7 @@ def run_routing(args: argparse.Namespace, command: str) -> int:
     from eval.routing import markdown, run_backend, split_known
     from router.meta import labels_from_meta, read_meta
 
-    settings = from_env(router_model_dir=args.model)
+    settings = from_env(router_model_dir=args.model, store=args.store, chroma_url=args.chroma_url)
     backends = args.backends
     if args.test_file and args.model:
         labels = labels_from_meta(read_meta(args.model), str(args.model))

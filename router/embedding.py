@@ -187,7 +187,9 @@ def save_head(out_dir: Path, clf: Any, labels: LabelSet, chars: Any) -> Path:
     idf = chars.idf_ if chars is not None else np.zeros(0)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    np.savez(out_dir / "head.npz", coef=coef, intercept=intercept, char_vocab=np.array(vocab, dtype=str), char_idf=idf)
+    np.savez_compressed(
+        out_dir / "head.npz", coef=coef, intercept=intercept, char_vocab=np.array(vocab, dtype=str), char_idf=idf
+    )
     return out_dir
 
 
@@ -259,7 +261,7 @@ def fit(
     policy, utility = tune(routes, [e.category for e in val])
     out_dir = save_head(out_dir, clf, labels, chars if w_best else None)
     # The fixed, question-trained part, kept so the head can be refit on another store's notes.
-    np.savez(
+    np.savez_compressed(
         out_dir / "questions.npz",
         texts=np.array(train_q[:n_questions], dtype=str),
         categories=np.array([e.category for e in train[:n_questions]], dtype=str),

@@ -107,6 +107,7 @@ class Status:
     notes: int
     chunks: int
     store: str
+    router_state: str | None = None  # e.g. "adapted to this store (102 notes), current"
 
 
 def check_question(question: str) -> str:
@@ -200,8 +201,15 @@ class Pipeline:
         """The status line's facts, counted now (an ingest may have run since start)."""
         loaded = self.router()
         notes, chunks = self.store.counts()
+        describe = getattr(loaded.router, "describe", None)  # the adapting embedding router says if it is current
         return Status(
-            self.answerer, loaded.name, getattr(loaded.router, "reason", None), notes, chunks, self.store.location
+            self.answerer,
+            loaded.name,
+            getattr(loaded.router, "reason", None),
+            notes,
+            chunks,
+            self.store.location,
+            describe() if describe else None,
         )
 
     def stream(

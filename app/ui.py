@@ -217,6 +217,7 @@ def status_markdown(status: Status) -> str:
     """The status line, with a banner when Qwen3-4B (Ollama) does not answer."""
     answerer = status.answerer
     router = status.router + (f" (fallback: {status.router_note})" if status.router_note else "")
+    router += f" — {status.router_state}" if status.router_state else ""
     line = (
         f"**Answer model:** {answerer.label} · **Router:** {router} · "
         f"**Notes:** {status.notes} notes, {status.chunks} chunks in {status.store}"

@@ -174,6 +174,18 @@ class AdaptingRouter:
                 self._generation = generation
             return self.inner
 
+    def describe(self) -> str:
+        """For the status line: which head serves the store, and whether it is current (no refit here)."""
+        store = self._store or self._open_store()
+        if store is None:
+            return "no store yet: the committed head alone"
+        head = current_head(self.settings, store)
+        if head is None:
+            return "the store changed: adapts on the next question"
+        if head == self.settings.embedding_router_dir:
+            return "committed head, current for this store"
+        return f"adapted to this store ({read_meta(head)['store']['notes']} notes), current"
+
     def route(self, question: str) -> Route:
         return self.current().route(question)
 

@@ -351,6 +351,7 @@ def test_store_vote_learns_a_new_households_vendor_after_ingest(embedding_dir, l
     question = "has Quillmoor Brothers sent their invoice yet?"
     router = load_router("embedding", settings, labels).router
     before = router.route(question)  # no store yet: the head alone, which has never heard of Quillmoor
+    assert router.describe() == "no store yet: the committed head alone"
     assert before.category != "roof"
     notes = tmp_path / "notes"
     write_note(
@@ -366,6 +367,7 @@ def test_store_vote_learns_a_new_households_vendor_after_ingest(embedding_dir, l
         notes, "pool-pump", "pool", "The pool pump was primed and the skimmer basket cleaned.", title="Pool pump"
     )
     assert ingest_main(["--store", str(store), str(notes)]) == 0
+    assert router.describe() == "the store changed: adapts on the next question"  # what the UI status line says
     after = router.route(question)  # the same router object: it opens the store once it exists
     assert after.category == "roof"
     assert after.scores["roof"] > before.scores["roof"]
@@ -374,5 +376,6 @@ def test_store_vote_learns_a_new_households_vendor_after_ingest(embedding_dir, l
 
     adapted = json.loads((adapted_dir(settings) / "meta.json").read_text())
     assert adapted["store"]["notes"] == 3 and adapted["store"]["chunks"] == 3
+    assert router.describe() == "adapted to this store (3 notes), current"
     other = from_env(store=tmp_path / "other-store", embedding_router_dir=model)
     assert adapted_dir(other) != adapted_dir(settings)  # store B never reads store A's head

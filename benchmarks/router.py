@@ -1,10 +1,12 @@
 """Router latency: per backend, one question at a time and in batches, with and without the prefix cache.
 
-    .venv/bin/python -m benchmarks.router [--n 60] [--threads 0] [--model DIR]
+    .venv/bin/python -m benchmarks.router [--n 60] [--threads 0] [--model DIR] [--store DIR]
 
 Prints a table of p50/p95 milliseconds per question and each row's ratio to the embedding router.
 The `llm` rows use the installed adapter (models/router-llm) when there is one, else the bare
 SmolLM2 base with the same prompt and label scoring (same architecture, same cost).
+With `--store` (an ingested store) it also times the default router as the app serves it (the head
++ the store vote, from one question vector) and that route plus the retrieval it drives.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=60, help="test questions to route")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     parser.add_argument("--model", type=Path, help="llm router folder (default: the installed models/router-llm)")
+    parser.add_argument("--store", type=Path, help="an ingested store: also time the served router + retrieval")
     args = parser.parse_args()
 
     import torch
@@ -83,8 +86,12 @@ def main() -> None:
 
     for router in (embedding, cached):  # warm up: first calls allocate
         router.route_batch(questions[:4])
+    served: list[tuple[str, list[float]]] = []
+    if args.store:
+        served = served_rows(settings, labels, args.store, questions)
     rows = [
         ("embedding, single", timed_single(embedding.route, questions)),
+        *served,
         ("embedding, batch 16", timed_batches(embedding.route_batch, questions, 16)),
         (f"{llm_name}, single, prefix cache", timed_single(cached.route, questions)),
         (f"{llm_name}, single, no cache", timed_single(uncached.route, questions)),
@@ -98,6 +105,34 @@ def main() -> None:
     for name, values in rows:
         p50 = percentile(values, 50)
         print(f"{name:<58}{p50:>9.1f}{percentile(values, 95):>9.1f}{p50 / base:>13.1f}")
+
+
+def served_rows(settings, labels, store_dir: Path, questions: list[str]) -> list[tuple[str, list[float]]]:
+    """The default router as the app serves it: one MiniLM vector, the head + store vote, then retrieval."""
+    from app.pipeline import plan_and_retrieve
+    from core.settings import from_env
+    from core.store import open_store
+    from router.registry import load_router
+
+    settings = from_env(store=store_dir)
+    store = open_store(settings, create=False)
+    loaded = load_router("embedding", settings, labels)
+    router = loaded.router
+    router.route(questions[0])  # warm up (and adapt, if the store holds other notes)
+
+    def route(question: str) -> None:
+        router.route_vector(question, store.embed([question])[0])
+
+    def route_and_retrieve(question: str) -> None:
+        vector = store.embed([question])[0]
+        found = router.route_vector(question, vector)
+        plan_and_retrieve(store, question, found, loaded.policy, 5, False, vector)
+
+    chunks = store.counts()[1]
+    return [
+        (f"embedding + store vote (served), single, {chunks} chunks", timed_single(route, questions)),
+        ("  + filtered retrieval, one question vector", timed_single(route_and_retrieve, questions)),
+    ]
 
 
 if __name__ == "__main__":

@@ -29,13 +29,13 @@ from router.meta import read_meta, write_meta
 if TYPE_CHECKING:
     from core.store import NoteStore
 
-QUESTIONS_FILE = "questions.npz"
+QUESTIONS_FILE = "questions.npz"  # the fixed part: question texts, labels and MiniLM vectors (fp16)
 # An adapted head knows a new household's notes from a few hundred chunks against thousands of
 # questions about the first household, so the store vote carries more of the weight there. Picked
 # on the second household's routing questions (data/households/vossberg/routing.jsonl: every weight
 # from 0.8 to 3.0 scored 94.2%; 2.0 is the middle of that plateau); its QA questions are the test
 # (docs/results/routing.md, "A new household").
-ADAPTED_VOTE_WEIGHT = 2.0  # the fixed part: question texts, labels and MiniLM vectors (fp16)
+ADAPTED_VOTE_WEIGHT = 2.0
 
 
 def store_fingerprint(store: NoteStore) -> str:

@@ -171,6 +171,29 @@ def test_check_catches_cross_split_near_duplicates(tmp_path: Path, labels) -> No
     assert len(report.errors) == 1 and "near-duplicate" in report.errors[0].problem
 
 
+def test_extra_training_questions_are_checked_against_val_and_test(tmp_path: Path, labels) -> None:
+    from finetune.data import extra_examples
+
+    for split, question in {
+        "train": "pool pump model?",
+        "val": "who services the boiler",
+        "test": "wifi password",
+    }.items():
+        (tmp_path / f"{split}.jsonl").write_text(json.dumps({"question": question, "category": "pool"}) + "\n")
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    lines = [
+        {"question": "Wifi password?", "category": "internet"},
+        {"question": "skimmer basket size", "category": "pool"},
+    ]
+    (extra / "mixed.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    report = check_splits(tmp_path, labels, [])
+    assert report.extra == 2
+    assert [(Path(e.path).name, e.line) for e in report.errors] == [("mixed.jsonl", 1)]  # the twin of a test question
+    examples, digest = extra_examples(extra, labels)
+    assert [e.category for e in examples] == ["internet", "pool"] and len(digest) == 16
+
+
 def test_qa_set_is_consistent_with_the_notes(labels) -> None:
     items, errors = read_qa(ROOT / "data" / "eval" / "qa.jsonl", known=set(labels.ids))
     assert not errors

@@ -21,7 +21,7 @@ import math
 import re
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -301,6 +301,42 @@ class SentencePicker:
             while len(self._cache) > 4096:
                 self._cache.popitem(last=False)
         return vectors
+
+    def warm(self, chunks: Iterable[RetrievedChunk], batch: int = 256) -> int:
+        """Embed and cache the sentences of `chunks` ahead of the questions; returns how many chunks.
+
+        The UI runs it over the whole store in the background at start, so an answer's only MiniLM
+        work is the question (a one-shot `app ask` embeds just the retrieved chunks instead).
+        """
+        import numpy as np
+
+        pending: list[tuple[RetrievedChunk, list[Sentence]]] = []
+        done = 0
+
+        def flush() -> None:
+            texts = [s.text for _, sentences in pending for s in sentences]
+            vectors = self.embed(texts) if texts else np.zeros((0, 0))
+            start = 0
+            with self._lock:
+                for chunk, sentences in pending:
+                    self._cache[chunk.id] = vectors[start : start + len(sentences)]
+                    start += len(sentences)
+            pending.clear()
+
+        size = 0
+        for chunk in chunks:
+            with self._lock:
+                known = chunk.id in self._cache
+            sentences = [] if known else split_sentences(chunk)
+            if sentences:
+                pending.append((chunk, sentences))
+                size += len(sentences)
+                done += 1
+            if size >= batch:
+                flush()
+                size = 0
+        flush()
+        return done
 
     def pick(self, question: str, chunks: Sequence[RetrievedChunk], question_vector: Any = None) -> Picked:
         """The answering sentences, best first (or a refusal naming the closest note)."""

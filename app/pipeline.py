@@ -8,6 +8,7 @@ serves every user of the UI; it holds no conversation state.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -185,6 +186,7 @@ class Pipeline:
         loaded = load_router(backend, settings)
         if warm:
             loaded.router.route("warm up")
+            warm_sentences(store, answerer)
         return cls(settings, store, answerer, loaded, k, backend)
 
     def router(self, backend: str | None = None) -> LoadedRouter:
@@ -299,6 +301,24 @@ def plan_and_retrieve(
     plan = policy.plan(route)
     found = retrieve(store, query, k, plan.where, hybrid=hybrid, boost=plan.boost, query_vector=query_vector)
     return plan, found
+
+
+def warm_sentences(store: NoteStore, answerer: Answerer) -> None:
+    """In the background, embed every stored chunk's sentences for the extractive answerer (UI start).
+
+    Answers asked meanwhile still work; they just embed their own chunks' sentences.
+    """
+    extractive = next((a for a in (answerer, answerer.fallback) if a is not None and a.name == "extractive"), None)
+    if extractive is None:
+        return
+
+    def run() -> None:
+        try:
+            extractive.chat_model.warm(RetrievedChunk.from_hit(hit) for hit in store.documents())
+        except Exception as exc:  # a warm-up is an optimisation: never take the app down
+            print(f"note: could not pre-embed the notes' sentences ({exc})", file=sys.stderr)
+
+    threading.Thread(target=run, name="warm-sentences", daemon=True).start()
 
 
 def empty_store_message(location: str) -> str:

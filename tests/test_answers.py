@@ -139,3 +139,21 @@ def test_escape_text_shows_markup_as_text_and_round_trips() -> None:
     shown = escape_text(hostile)
     assert "<" not in shown and "](" not in shown and "http://" not in shown
     assert plain_text(shown) == hostile
+
+
+def test_warm_caches_sentence_vectors_so_an_answer_embeds_only_the_question() -> None:
+    from core.models import embed
+
+    calls: list[list[str]] = []
+
+    def counting(texts: list[str]) -> object:
+        calls.append(list(texts))
+        return embed(texts)
+
+    picker = SentencePicker(embed=counting)
+    assert picker.warm([FLUSH_NOTE, ANODE_NOTE, TABLE_NOTE], batch=4) == 3
+    calls.clear()
+    question = "When was the water heater last flushed?"
+    assert "2024-10-12" in picker.answer(question, [FLUSH_NOTE, ANODE_NOTE])
+    assert calls == [[question]]
+    assert picker.warm([FLUSH_NOTE]) == 0  # already cached

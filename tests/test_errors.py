@@ -222,7 +222,9 @@ def test_auth_from_the_environment_and_the_open_host_warning(
 
     served: list[Any] = []
     monkeypatch.setattr(
-        Pipeline, "load", classmethod(lambda cls, settings: SimpleNamespace(answerer=SimpleNamespace(name="ollama")))
+        Pipeline,
+        "load",
+        classmethod(lambda cls, settings, **_: SimpleNamespace(answerer=SimpleNamespace(name="ollama"))),
     )
     monkeypatch.setattr(app.ui, "serve", lambda pipeline, host, port, auth, share: served.append((host, auth)))
 

@@ -188,6 +188,31 @@ def embed(texts: list[str], batch_size: int = 64) -> Any:
     )
 
 
+def embed_cached(texts: list[str], cache_file: Path) -> Any:
+    """`embed`, remembering every text's vector in `cache_file` (npz keyed by the text's sha256).
+
+    Refitting on the same thousands of external questions (a benchmark, a sweep) then embeds each
+    text once: MiniLM is the slow part on a loaded CPU. The file is rewritten atomically.
+    """
+    import numpy as np
+
+    cache_file = Path(cache_file)
+    keys = [hashlib.sha256(t.encode()).hexdigest()[:24] for t in texts]
+    known: dict[str, Any] = {}
+    if cache_file.exists():
+        saved = np.load(cache_file)
+        known = dict(zip((str(k) for k in saved["keys"]), saved["vectors"], strict=True))
+    missing = sorted({k: t for k, t in zip(keys, texts, strict=True) if k not in known}.items())
+    if missing:
+        new = embed([t for _, t in missing])
+        known.update({k: v for (k, _), v in zip(missing, new, strict=True)})
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_name(f"{cache_file.stem}.tmp{os.getpid()}.npz")
+        np.savez(tmp, keys=np.array(list(known), dtype=str), vectors=np.stack(list(known.values())))
+        tmp.replace(cache_file)
+    return np.stack([known[k] for k in keys]).astype(np.float32) if texts else embed([])
+
+
 def file_hash(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

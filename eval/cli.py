@@ -35,6 +35,11 @@ def make_parser() -> argparse.ArgumentParser:
     routing.add_argument(
         "--model", type=Path, help="llm router folder (adapter + meta.json); default the installed one"
     )
+    routing.add_argument(
+        "--embedding-dir",
+        type=Path,
+        help="embedding router folder (head + meta.json); default the household's (models/router-embedding)",
+    )
     routing.add_argument("--limit", type=count, default=0, help="score only the first N questions (quick runs)")
     routing.add_argument("--report", type=Path, default=None, help="report root folder (default reports/)")
     routing.add_argument("--json", action="store_true", help="print the summary JSON on stdout (not the table)")
@@ -142,10 +147,16 @@ def run_routing(args: argparse.Namespace, command: str) -> int:
     from eval.routing import markdown, run_backend, split_known
     from router.meta import labels_from_meta, read_meta
 
-    settings = from_env(router_model_dir=args.model, store=args.store, chroma_url=args.chroma_url)
+    settings = from_env(
+        router_model_dir=args.model,
+        embedding_router_dir=args.embedding_dir,
+        store=args.store,
+        chroma_url=args.chroma_url,
+    )
     backends = args.backends
-    if args.test_file and args.model:
-        labels = labels_from_meta(read_meta(args.model), str(args.model))
+    trained = args.model or args.embedding_dir  # a router folder given with a file: its own label set
+    if args.test_file and trained:
+        labels = labels_from_meta(read_meta(trained), str(trained))
     else:
         labels = load_categories(settings.categories_file)
     path = args.test_file or settings.routing_data_dir / f"{args.split}.jsonl"
@@ -156,7 +167,7 @@ def run_routing(args: argparse.Namespace, command: str) -> int:
         return 1
     examples, unknown = split_known(examples, labels)
     if not examples:
-        source = "the --model's meta.json" if args.test_file and args.model else str(settings.categories_file)
+        source = f"{trained}/meta.json" if args.test_file and trained else str(settings.categories_file)
         raise HousechatError(
             f"{path}: 0 usable questions ({len(errors)} invalid lines, {sum(unknown.values())} with a label "
             f"outside the {len(labels.ids)} categories) — label them with the category ids in {source}"

@@ -6,11 +6,16 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from core.categories import load_categories
 from core.cli import run
 from core.errors import HousechatError
-from core.settings import from_env
+from core.settings import Settings, from_env
+
+if TYPE_CHECKING:
+    from core.categories import LabelSet
+    from core.schemas import RoutingExample
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -40,7 +45,21 @@ def make_parser() -> argparse.ArgumentParser:
         "embedding",
         help="fit the embedding router (MiniLM + char n-grams, logistic regression) on train + the notes, tune on val",
     )
-    emb.add_argument("--output-dir", type=Path, default=None, help="default: the embedding router dir")
+    emb.add_argument(
+        "--output-dir", type=Path, default=None, help="default: the embedding router dir (required with --train-file)"
+    )
+    emb.add_argument(
+        "--train-file",
+        type=Path,
+        help="train on this labelled file instead of data/routing (JSONL question,category or CSV text,category)",
+    )
+    emb.add_argument("--val-file", type=Path, help="the validation file that goes with --train-file (same formats)")
+    emb.add_argument(
+        "--labels-from-data",
+        action="store_true",
+        help="with --train-file: the label set is the files' own category names (codes assigned), "
+        "not the categories file",
+    )
     emb.add_argument(
         "--no-notes",
         action="store_true",
@@ -132,11 +151,45 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_embedding(args: argparse.Namespace) -> int:
-    from core.schemas import RoutingExample, read_routing_examples
-    from finetune.data import extra_examples, note_examples, training_data_hash
+    from finetune.data import note_examples
     from router.embedding import fit
 
     settings = from_env()
+    if args.train_file:
+        labels, train, val, data_hash, embedder, provenance = _external_data(args, settings)
+        extra: list[RoutingExample] = []
+        out = args.output_dir
+    else:
+        if args.val_file or args.labels_from_data:
+            raise HousechatError("--val-file and --labels-from-data go with --train-file — give the training file")
+        labels, train, val, extra, data_hash = _household_data(settings)
+        embedder, provenance = None, {}
+        out = args.output_dir or settings.embedding_router_dir
+    notes: list[RoutingExample] = []
+    if not args.no_notes:
+        notes, notes_hash = note_examples(settings.notes_dir, labels)
+        data_hash = f"{data_hash}+notes:{notes_hash}"
+        print(f"{len(notes)} note paragraphs from {settings.notes_dir} join the {len(train)} training questions")
+    store = None
+    if not args.no_vote:
+        from core.store import open_store
+
+        store = open_store(from_env(store=args.store, chroma_url=args.chroma_url), create=False)
+        print(f"store vote tuned on val with the store at {store.location}")
+    more = {"embedder": embedder} if embedder else {}
+    meta = fit(train + extra, val, labels, out, data_hash, extra=notes, store=store, provenance=provenance, **more)
+    print(
+        f"embedding router: {len(labels)} categories, val accuracy {meta['metrics']['val_accuracy']:.3f}, "
+        f"thresholds {meta['thresholds']}; saved to {out}"
+    )
+    return 0
+
+
+def _household_data(settings: Settings) -> tuple[LabelSet, list[RoutingExample], list[RoutingExample], list, str]:
+    """The household's routing splits (data/routing train + val + extra) and their hash."""
+    from core.schemas import read_routing_examples
+    from finetune.data import extra_examples, training_data_hash
+
     labels = load_categories(settings.categories_file)
     routing = settings.routing_data_dir
     known = set(labels.ids)
@@ -149,23 +202,53 @@ def run_embedding(args: argparse.Namespace) -> int:
     if extra:
         data_hash = f"{data_hash}+extra:{extra_hash}"
         print(f"{len(extra)} extra training questions from {routing / 'extra'} join train")
-    out = args.output_dir or settings.embedding_router_dir
-    notes: list[RoutingExample] = []
-    if not args.no_notes:
-        notes, notes_hash = note_examples(settings.notes_dir, labels)
-        data_hash = f"{data_hash}+notes:{notes_hash}"
-        print(f"{len(notes)} note paragraphs from {settings.notes_dir} join the {len(train)} training questions")
-    store = None
-    if not args.no_vote:
-        from core.store import open_store
+    return labels, train, val, extra, data_hash
 
-        store = open_store(from_env(store=args.store, chroma_url=args.chroma_url), create=False)
-        print(f"store vote tuned on val with the store at {store.location}")
-    meta = fit(train + extra, val, labels, out, data_hash, extra=notes, store=store)
-    print(
-        f"embedding router: val accuracy {meta['metrics']['val_accuracy']:.3f}, thresholds {meta['thresholds']}; saved to {out}"
-    )
-    return 0
+
+def _external_data(args: argparse.Namespace, settings: Settings) -> tuple[Any, ...]:
+    """Labels, train, val, hash, a cached embedder and provenance for `--train-file/--val-file`.
+
+    The label set is the categories file's, or with `--labels-from-data` the files' own names
+    (codes assigned by `label_set_from_ids`), so any intent data set trains a router.
+    """
+    from functools import partial
+
+    from core.categories import label_set_from_ids
+    from core.models import embed_cached
+    from core.schemas import read_routing_examples
+    from finetune.data import training_data_hash
+
+    if not args.val_file:
+        raise HousechatError("--train-file needs --val-file (thresholds and weights are picked on it) — add one")
+    if not args.output_dir:
+        raise HousechatError(
+            "--train-file needs --output-dir, so the household's own router is not overwritten — add one"
+        )
+    known = None
+    if not args.labels_from_data:
+        labels = load_categories(settings.categories_file)
+        known = set(labels.ids)
+    train, errors = read_routing_examples(args.train_file, known)
+    val, val_errors = read_routing_examples(args.val_file, known)
+    for error in errors + val_errors:
+        print(error, file=sys.stderr)
+    if not train or not val:
+        raise HousechatError(
+            f"{args.train_file if not train else args.val_file}: no usable examples — fix the lines above"
+        )
+    if args.labels_from_data:
+        labels = label_set_from_ids([e.category for e in train + val], source=str(args.train_file))
+    missing = sorted(set(labels.ids) - {e.category for e in train})
+    if missing:
+        print(f"warning: no training example for {len(missing)} categories: {', '.join(missing[:10])}", file=sys.stderr)
+    print(f"{len(train)} training and {len(val)} validation questions, {len(labels)} categories", file=sys.stderr)
+    embedder = partial(embed_cached, cache_file=settings.var_dir / "embed-cache" / "minilm.npz")
+    provenance = {
+        "train_file": str(args.train_file),
+        "val_file": str(args.val_file),
+        "labels_from": "data" if args.labels_from_data else str(settings.categories_file),
+    }
+    return labels, train, val, training_data_hash(args.train_file, args.val_file), embedder, provenance
 
 
 def run_install(args: argparse.Namespace) -> int:

@@ -216,10 +216,14 @@ def fit(
     char_weights: tuple[float, ...] = CHAR_WEIGHTS,
     extra: list[RoutingExample] | tuple[RoutingExample, ...] = (),
     store: NoteStore | None = None,
+    embedder: Callable[[list[str]], Any] = embed,
+    provenance: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Fit the head on train (+ `extra`, e.g. the notes); pick the n-gram weight, C and the thresholds on val.
 
     With a `store` (ingested from the notes), the store vote's mix weight is picked on val too.
+    `embedder` turns texts into MiniLM vectors (a cached one for big external files); `provenance`
+    joins meta.json (e.g. the external training files).
     """
     import numpy as np
     import scipy.sparse as sp
@@ -229,7 +233,7 @@ def fit(
     n_questions = len(train)
     train = list(train) + list(extra)
     train_q, val_q = [e.question for e in train], [e.question for e in val]
-    x_train, x_val = embed(train_q), embed(val_q)
+    x_train, x_val = embedder(train_q), embedder(val_q)
     chars = char_vectorizer().fit(train_q)
     c_train, c_val = chars.transform(train_q), chars.transform(val_q)  # sparse: the vocabulary is wide
     y_train = np.array([index[e.category] for e in train])
@@ -294,6 +298,7 @@ def fit(
             "n_extra": len(train) - n_questions,
         },
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **(provenance or {}),
     }
     write_meta(out_dir, meta)
     return meta

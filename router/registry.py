@@ -76,7 +76,12 @@ def _embedding(settings: Settings, labels: LabelSet) -> LoadedRouter:
     def log(message: str) -> None:
         print(message, file=sys.stderr)
 
-    router = AdaptingRouter(settings, labels, lambda: _vote_store(settings), log)
+    # The household's store holds notes filed under the categories file. A head trained on another
+    # label set (an intent data set such as BANKING77) has nothing to learn or vote from there: it
+    # routes with its head alone, and never writes an adapted head for the household's store.
+    household = labels.fingerprint() == load_categories(settings.categories_file).fingerprint()
+    open_store = (lambda: _vote_store(settings)) if household else (lambda: None)
+    router = AdaptingRouter(settings, labels, open_store, log)
     return LoadedRouter(router, router.policy, "embedding")
 
 

@@ -1,0 +1,126 @@
+"""Any labelled file trains the embedding router, and `eval routing` scores it in its own folder."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+INTENTS = {
+    "card_arrival": [
+        "my card has not arrived yet",
+        "when will my new card come",
+        "still waiting for the card in the post",
+        "how long does card delivery take",
+        "the card you sent never showed up",
+        "is my card on its way",
+    ],
+    "top_up_failed": [
+        "my top up did not work",
+        "topping up my account failed",
+        "the top-up was declined",
+        "why did adding money fail",
+        "top up keeps failing",
+        "could not top up with my card",
+    ],
+    "exchange_rate": [
+        "what exchange rate do you use",
+        "how is the currency rate calculated",
+        "rate for euros to pounds",
+        "is the exchange rate fair",
+        "which conversion rate applies",
+        "currency exchange rates today",
+    ],
+}
+
+
+def write_split(path: Path, rows: list[tuple[str, str]]) -> Path:
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "category"])
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture
+def intent_files(tmp_path: Path) -> tuple[Path, Path, Path]:
+    train = [(q, c) for c, qs in INTENTS.items() for q in qs[:4]]
+    val = [(q, c) for c, qs in INTENTS.items() for q in qs[4:5]]
+    test = [(q, c) for c, qs in INTENTS.items() for q in qs[5:]]
+    return (
+        write_split(tmp_path / "train.csv", train),
+        write_split(tmp_path / "val.csv", val),
+        write_split(tmp_path / "test.csv", test),
+    )
+
+
+def test_train_file_needs_a_val_file_and_an_output_dir(intent_files, tmp_path, capsys) -> None:
+    from finetune.cli import main
+
+    train, val, _ = intent_files
+    assert main(["embedding", "--train-file", str(train), "--labels-from-data", "--no-vote"]) == 1
+    assert "--train-file needs --val-file" in capsys.readouterr().err
+    assert main(["embedding", "--train-file", str(train), "--val-file", str(val), "--no-vote"]) == 1
+    assert "--train-file needs --output-dir" in capsys.readouterr().err
+    assert main(["embedding", "--val-file", str(val), "--no-vote"]) == 1
+    assert "go with --train-file" in capsys.readouterr().err
+
+
+def test_train_file_labels_are_checked_against_the_categories_file(intent_files, tmp_path, capsys) -> None:
+    from finetune.cli import main
+
+    train, val, _ = intent_files
+    args = ["embedding", "--train-file", str(train), "--val-file", str(val), "--no-vote", "--no-notes"]
+    assert main([*args, "--output-dir", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err
+    assert f"{train}:2: unknown category 'card_arrival'" in err and "no usable examples" in err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow  # fits and scores a MiniLM head
+def test_any_labelled_file_trains_a_router_that_eval_scores_in_its_own_folder(
+    intent_files, tmp_path, monkeypatch, capsys, write_note
+) -> None:
+    from eval.cli import main as eval_main
+    from finetune.cli import main as finetune_main
+    from ingest.cli import main as ingest_main
+
+    train, val, test = intent_files
+    var = tmp_path / "var"
+    monkeypatch.setenv("HOUSECHAT_VAR_DIR", str(var))
+    # A household store exists: the intent router must neither vote with it nor adapt to it.
+    notes = tmp_path / "notes"
+    write_note(notes, "pool-pump", "pool", "The pool pump runs from 9 to 5 and was serviced in May.")
+    assert ingest_main(["--store", str(var / "store"), str(notes)]) == 0
+    out = tmp_path / "intents-router"
+    command = ["embedding", "--train-file", str(train), "--val-file", str(val), "--labels-from-data"]
+    assert finetune_main([*command, "--no-notes", "--no-vote", "--output-dir", str(out)]) == 0
+    meta = json.loads((out / "meta.json").read_text())
+    assert [c["id"] for c in meta["categories"]] == sorted(INTENTS)
+    assert meta["train_file"] == str(train) and meta["labels_from"] == "data" and meta["store"] is None
+    assert (var / "embed-cache" / "minilm.npz").exists()
+    capsys.readouterr()
+    score = ["routing", "--test-file", str(test), "--backends", "embedding", "--embedding-dir", str(out)]
+    assert eval_main([*score, "--report", str(tmp_path / "reports"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["n"] == 3 and summary["backends"]["embedding"]["accuracy"] >= 2 / 3
+    assert not (var / "router-adapted").exists()  # the household's adapted heads are untouched
+
+
+@pytest.mark.slow  # loads MiniLM
+def test_embed_cached_returns_the_same_vectors_and_embeds_each_text_once(tmp_path, monkeypatch) -> None:
+    import numpy as np
+
+    from core import models
+
+    cache = tmp_path / "cache.npz"
+    first = models.embed_cached(["a card question", "a pool question"], cache)
+    calls: list[list[str]] = []
+    real = models.embed
+    monkeypatch.setattr(models, "embed", lambda texts: calls.append(texts) or real(texts))
+    again = models.embed_cached(["a pool question", "a new one", "a card question"], cache)
+    assert calls == [["a new one"]]
+    assert np.allclose(again[0], first[1]) and np.allclose(again[2], first[0])
+    assert np.allclose(again[1], real(["a new one"])[0], atol=1e-6)

@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": command,
         "backend": backend,
         "hybrid": hybrid,
+        "boost": loaded.policy.boost,
         "k": args.k,
         "split": args.split,
         "n": len(items),
@@ -217,6 +218,7 @@ def _row_line(row: dict[str, Any]) -> str:
 def markdown(result: dict[str, Any]) -> str:
     lines = [
         f"`{result['command']}` — router `{result['backend']}`, hybrid {'on' if result['hybrid'] else 'off'}, "
+        f"soft boost {result.get('boost')}, "
         f"k = {result['k']}, QA {result['split']} half ({result['n']} questions, {result['answerable']} answerable), "
         f"load average at the end {' / '.join(str(x) for x in result['load_average'])}",
         "",

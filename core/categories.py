@@ -11,11 +11,13 @@ import itertools
 import json
 import re
 import string
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import HousechatError
 
+ASSIGN_CODES = "python -m finetune categories"
 CODE_RE = re.compile(r"^[A-Z]{2}$")
 ID_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -107,6 +109,10 @@ def load_categories(path: Path) -> LabelSet:
     cats = []
     for i, entry in enumerate(entries):
         where = f"{path}: category #{i + 1}"
+        if isinstance(entry, dict) and "id" in entry and "code" not in entry:
+            raise HousechatError(
+                f"{where} ({entry['id']}) has no code — assign one with `{ASSIGN_CODES}` (it rewrites the file)"
+            )
         if not isinstance(entry, dict) or not {"id", "code", "name", "scope"} <= entry.keys():
             raise HousechatError(f"{where}: needs id, code, name and scope — add the missing keys")
         cid, code = str(entry["id"]), str(entry["code"])
@@ -125,3 +131,58 @@ def label_set_from_ids(ids: list[str], source: str = "<data>") -> LabelSet:
     codes = ("".join(p) for p in itertools.product(letters, repeat=2))
     cats = tuple(Category(i, next(codes), i.replace("_", " "), i.replace("_", " ")) for i in unique)
     return LabelSet(cats, source=source)
+
+
+def code_for(category_id: str, taken: set[str], usable: Callable[[str], bool]) -> str:
+    """An opaque code for a new id: the first free, `usable` one in an order seeded by the id.
+
+    Seeded by the id (not drawn from its letters), so the code carries no name prior and the same
+    file always gets the same codes.
+    """
+    import random
+
+    seed = int(hashlib.sha256(category_id.encode()).hexdigest()[:8], 16)
+    codes = ["".join(p) for p in itertools.product(string.ascii_uppercase, repeat=2)]
+    random.Random(seed).shuffle(codes)
+    for code in codes:
+        if code not in taken and usable(code):
+            return code
+    raise HousechatError(f"no free two-letter code left for {category_id!r} — remove a category first")
+
+
+def assign_codes(path: Path, usable: Callable[[str], bool]) -> tuple[str, dict[str, str]]:
+    """The categories file's text with a `code:` line added to every entry that has none.
+
+    Existing codes never change (a router trained on them stays valid for those ids); a new entry
+    without `name`/`scope` gets them from its id. The file's comments and layout are kept: lines
+    are inserted, nothing is re-dumped. Returns the new text and {id: assigned code}.
+    """
+    import yaml
+
+    text = Path(path).read_text(encoding="utf-8")
+    raw = yaml.safe_load(text)
+    entries = raw.get("categories") if isinstance(raw, dict) else None
+    if not isinstance(entries, list):
+        raise HousechatError(f"{path}:1: no 'categories' list — see data/categories.yaml for the layout")
+    taken = {str(e["code"]) for e in entries if isinstance(e, dict) and "code" in e}
+    lines = text.splitlines(keepends=True)
+    assigned: dict[str, str] = {}
+    for entry in entries:
+        if not isinstance(entry, dict) or "code" in entry or "id" not in entry:
+            continue
+        cid = str(entry["id"])
+        code = code_for(cid, taken, usable)
+        taken.add(code)
+        assigned[cid] = code
+        at = next((n for n, line in enumerate(lines) if re.match(rf"^\s*- id:\s*{re.escape(cid)}\s*$", line)), None)
+        if at is None:
+            raise HousechatError(f"{path}: write the entry for {cid!r} in block style (`- id: {cid}` on its own line)")
+        lines[at] = lines[at].rstrip("\n") + "\n"
+        indent = " " * (len(lines[at]) - len(lines[at].lstrip()) + 2)
+        new = [f"{indent}code: {code}\n"]
+        if "name" not in entry:
+            new.append(f"{indent}name: {cid.replace('_', ' ').capitalize()}\n")
+        if "scope" not in entry:
+            new.append(f"{indent}scope: {cid.replace('_', ' ')}\n")
+        lines[at + 1 : at + 1] = new
+    return "".join(lines), assigned

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -211,6 +212,21 @@ def embed_cached(texts: list[str], cache_file: Path) -> Any:
         np.savez(tmp, keys=np.array(list(known), dtype=str), vectors=np.stack(list(known.values())))
         tmp.replace(cache_file)
     return np.stack([known[k] for k in keys]).astype(np.float32) if texts else embed([])
+
+
+def single_token_check(var_dir: Path) -> Callable[[str], bool]:
+    """Is a label one token for every base model's tokenizer (SmolLM2 embedded, Qwen3)?
+
+    An LLM router scores a label by its token's logit; a code that splits would need the slower
+    summed log-prob path, so new codes are picked among single tokens for both.
+    """
+    from transformers import AutoTokenizer
+
+    offline_env()
+    tokenizers = [AutoTokenizer.from_pretrained(embedded_causal_lm_dir(var_dir))]
+    if (QWEN3_TOKENIZER_DIR / "tokenizer_config.json").exists():
+        tokenizers.append(AutoTokenizer.from_pretrained(QWEN3_TOKENIZER_DIR))
+    return lambda label: all(len(t.encode(label, add_special_tokens=False)) == 1 for t in tokenizers)
 
 
 def file_hash(path: Path) -> str:

@@ -73,6 +73,15 @@ def make_parser() -> argparse.ArgumentParser:
     emb.add_argument("--store", type=Path, default=None, help="the store to vote with (default var/store)")
     emb.add_argument("--chroma-url", default=None, help="vote with a Chroma server's store instead")
 
+    cats = sub.add_parser(
+        "categories",
+        help="assign codes to new categories in the categories file (opaque, unique, single tokens) and show the diff",
+    )
+    cats.add_argument(
+        "--file", type=Path, help="categories file (default data/categories.yaml, env HOUSECHAT_CATEGORIES_FILE)"
+    )
+    cats.add_argument("--dry-run", action="store_true", help="show the diff; write nothing")
+
     inst = sub.add_parser("install", help="make a run's best adapter the router model (fp16 weights)")
     inst.add_argument("run", type=Path, help="a run folder (runs/<recipe>)")
 
@@ -251,6 +260,36 @@ def _external_data(args: argparse.Namespace, settings: Settings) -> tuple[Any, .
     return labels, train, val, training_data_hash(args.train_file, args.val_file), embedder, provenance
 
 
+def run_categories(args: argparse.Namespace) -> int:
+    import difflib
+
+    from core.categories import assign_codes
+    from core.models import single_token_check
+
+    settings = from_env()
+    path = args.file or settings.categories_file
+    text, assigned = assign_codes(path, single_token_check(settings.var_dir))
+    if not assigned:
+        labels = load_categories(path)
+        print(f"{path}: every category has a code ({len(labels)} categories); nothing to do")
+        return 0
+    old = Path(path).read_text(encoding="utf-8")
+    sys.stdout.writelines(difflib.unified_diff(old.splitlines(True), text.splitlines(True), str(path), str(path)))
+    if args.dry_run:
+        print(f"(dry run) would assign {assigned}", file=sys.stderr)
+        return 0
+    tmp = Path(path).with_suffix(".yaml.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    load_categories(tmp)  # the rewritten file must validate before it replaces the old one
+    tmp.replace(path)
+    print(
+        f"assigned {', '.join(f'{i}={c}' for i, c in assigned.items())} in {path}; routers trained on the old "
+        "categories now refuse to load: refit with `python -m finetune embedding` (and your LLM recipe)",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def run_install(args: argparse.Namespace) -> int:
     from finetune.train import install
 
@@ -301,6 +340,7 @@ COMMANDS = {
     "train": run_train,
     "embedding": run_embedding,
     "ensemble": run_ensemble,
+    "categories": run_categories,
     "install": run_install,
     "export": run_export,
 }

@@ -166,6 +166,8 @@ def badge_details(answer: Answer) -> str:
     route, lines = answer.route, []
     if answer.where is None:
         lines.append("**Filter:** none — every note was searched")
+    elif answer.filter_mode == "soft":
+        lines.append(f"**Filter:** soft `{json.dumps(answer.where)}` — these categories ranked up, every note searched")
     else:
         lines.append(
             f"**Filter:** `{json.dumps(answer.where)}`"

@@ -238,6 +238,9 @@ def test_ollama_going_away_hands_the_question_to_the_extractive_answerer(
     note = str(answer.answerer.note)
     assert "Ollama qwen3:4b-instruct failed" in note and "ollama serve" in note
     assert "Why not Ollama" in badge_details(answer)
+    # The default filter mode (auto) is soft for a confident route, hard for a close pair; the badge says which.
+    assert answer.filter_mode in ("soft", "hard") and answer.where is not None
+    assert ("**Filter:** soft" in badge_details(answer)) == (answer.filter_mode == "soft")
 
 
 @pytest.mark.slow  # ingests real notes into a store (python -m ingest)

@@ -92,7 +92,7 @@ def sweep(files: list[Path], store_dir: Path | None) -> int:
         gold = np.array([index[e.category] for e in examples])
         x = head.features([e.question for e in examples])
         logits = x @ head.coef.T + head.intercept
-        votes = np.log(store_vote(store, x[:, :MINILM_DIM], labels))
+        votes = np.log(store_vote(store, x[:, :MINILM_DIM], labels, head.vote_k, head.vote_power))
         accs = [float(((logits + w * votes).argmax(1) == gold).mean()) for w in weights]
         print(f"| {path} | {len(examples)} | " + " | ".join(f"{a:.3f}" for a in accs) + " |")
     return 0

@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--household", type=Path, default=None, help="also score data/households/NAME's questions")
     parser.add_argument("--household-store", type=Path, default=None, help="that household's ingested store")
     parser.add_argument("--chunks", action="store_true", help="learn the notes from the store's chunks, not paragraphs")
+    parser.add_argument("--vote-grid", action="store_true", help="also tune the vote's k and power on val")
     parser.add_argument("--scopes", action="store_true", help="add each category's scope text as an example")
     parser.add_argument("--misses", action="store_true", help="list the val questions the best mix misroutes")
     parser.add_argument("--json", type=Path, default=None, help="write the table as JSON here")
@@ -152,6 +153,17 @@ def main(argv: list[str] | None = None) -> int:
         np.log(p_test) + m * np.log(v_test),
         "mix weight on val",
     )
+    if args.vote_grid:  # the vote's own shape (k, power) with its weight, all on val
+        for k in (1, 3, 5, 10, 20):
+            for power in (1.0, 4.0, 8.0):
+                vv, vt = vote(emb["val"], k, power), vote(emb["test"], k, power)
+                score, mm = max((acc(np.log(p_val) + w * np.log(vv), "val"), w) for w in np.arange(0.0, 3.01, 0.1))
+                record(
+                    f"head + vote top-{k} score^{power:g} x{mm:.1f}",
+                    np.log(p_val) + mm * np.log(vv),
+                    np.log(p_test) + mm * np.log(vt),
+                    "weight on val",
+                )
     if args.household is not None:  # an unseen household: its questions, the vote from its own store
         from core.schemas import read_qa
 

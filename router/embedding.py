@@ -30,8 +30,9 @@ C_GRID = (1.0, 4.0, 16.0, 64.0)
 # The store vote: the categories of the top chunks of an unfiltered search, weighted by score**4,
 # mixed with the head in log space (weight picked on val). It knows the household's own notes
 # without any refit: a vendor named only in the notes pulls its question to the right category.
-VOTE_K = 10
+VOTE_K = 10  # defaults for a meta without a tuned shape
 VOTE_POWER = 4.0
+VOTE_SHAPES = tuple((k, p) for k in (1, 3, 5, 10, 20) for p in (1.0, 4.0, 8.0))  # (top-k, score power), on val
 VOTE_FLOOR = 1e-3  # every label keeps a little mass, so one vote never vetoes the head
 VOTE_WEIGHTS = tuple(round(0.1 * i, 1) for i in range(0, 31))
 CHAR_WEIGHTS = (0.0, 1.0, 2.0, 3.0)  # n-gram block weight against MiniLM; 0 = MiniLM only
@@ -65,6 +66,7 @@ class EmbeddingRouter:
         self.coef, self.intercept, self.labels = coef, intercept, labels
         self.chars, self.char_weight = chars, char_weight
         self.vote_weight, self.temperature = vote_weight, temperature
+        self.vote_k, self.vote_power = VOTE_K, VOTE_POWER
         self.store: NoteStore | None = None
         self._open_store: Callable[[], NoteStore | None] | None = None
         self.policy = policy or FilterPolicy()
@@ -88,7 +90,10 @@ class EmbeddingRouter:
             chars.idf_ = head["char_idf"]
         policy = FilterPolicy.from_json(meta.get("thresholds"))
         vote, temperature = float(meta.get("vote_weight", 0.0)), float(meta.get("temperature", 1.0))
-        return cls(head["coef"], head["intercept"], labels, policy, chars, weight, vote, temperature)
+        router = cls(head["coef"], head["intercept"], labels, policy, chars, weight, vote, temperature)
+        router.vote_k = int(meta.get("vote_k", VOTE_K))
+        router.vote_power = float(meta.get("vote_power", VOTE_POWER))
+        return router
 
     def attach_store(self, store: NoteStore | Callable[[], NoteStore | None] | None) -> None:
         """Search `store` for the vote from now on (None: head only).
@@ -123,7 +128,7 @@ class EmbeddingRouter:
         logits = x @ self.coef.T + self.intercept
         store = self._vote_store() if self.vote_weight else None
         if store is not None:
-            votes = store_vote(store, x[:, :MINILM_DIM], self.labels)
+            votes = store_vote(store, x[:, :MINILM_DIM], self.labels, self.vote_k, self.vote_power)
             logits = logits + self.vote_weight * np.log(votes)
         return logits
 
@@ -153,15 +158,21 @@ class EmbeddingRouter:
         ]
 
 
+def log_loss(logits: Any, gold: Any) -> float:
+    """Mean negative log-likelihood of the gold labels under softmax(logits)."""
+    import numpy as np
+
+    z = logits - logits.max(axis=1, keepdims=True)
+    return float(-(z[np.arange(len(gold)), gold] - np.log(np.exp(z).sum(axis=1))).mean())
+
+
 def fit_temperature(logits: Any, gold: Any) -> float:
     """The softmax temperature with the lowest negative log-likelihood on (validation) logits."""
     import numpy as np
 
     best, best_nll = 1.0, float("inf")
     for temperature in np.exp(np.linspace(np.log(0.05), np.log(20.0), 121)):
-        z = logits / temperature
-        z = z - z.max(axis=1, keepdims=True)
-        nll = float(-(z[np.arange(len(gold)), gold] - np.log(np.exp(z).sum(axis=1))).mean())
+        nll = log_loss(logits / temperature, gold)
         if nll < best_nll:
             best, best_nll = float(temperature), nll
     return round(best, 4)
@@ -193,18 +204,28 @@ def save_head(out_dir: Path, clf: Any, labels: LabelSet, chars: Any) -> Path:
     return out_dir
 
 
-def store_vote(store: NoteStore, vectors: Any, labels: LabelSet, k: int = VOTE_K) -> Any:
-    """Per question, a distribution over labels from the categories of its top-k chunks (score**4)."""
+def store_hits(store: NoteStore, vectors: Any, k: int) -> list[list[Any]]:
+    """Each question's top-k chunks of an unfiltered search."""
+    return [store.search(vector, k) for vector in vectors]
+
+
+def vote_from_hits(hits: list[list[Any]], labels: LabelSet, k: int = VOTE_K, power: float = VOTE_POWER) -> Any:
+    """Per question, a distribution over labels from the categories of its top-k hits (score**power)."""
     import numpy as np
 
     index = {c: i for i, c in enumerate(labels.ids)}
-    votes = np.full((len(vectors), len(labels)), VOTE_FLOOR, dtype=np.float64)
-    for row, vector in enumerate(vectors):
-        for hit in store.search(vector, k):
+    votes = np.full((len(hits), len(labels)), VOTE_FLOOR, dtype=np.float64)
+    for row, found in enumerate(hits):
+        for hit in found[:k]:
             label = index.get(str(hit.metadata.get("category")))
             if label is not None:
-                votes[row, label] += max(hit.score, 0.0) ** VOTE_POWER
+                votes[row, label] += max(hit.score, 0.0) ** power
     return votes / votes.sum(axis=1, keepdims=True)
+
+
+def store_vote(store: NoteStore, vectors: Any, labels: LabelSet, k: int = VOTE_K, power: float = VOTE_POWER) -> Any:
+    """The store vote for each question vector: its top-k chunks' categories, weighted by score**power."""
+    return vote_from_hits(store_hits(store, vectors, k), labels, k, power)
 
 
 def fit(
@@ -251,14 +272,21 @@ def fit(
     coef, intercept = full_width(clf, labels)
     router = EmbeddingRouter(coef, intercept, labels, chars=chars if w_best else None, char_weight=w_best)
     vote_weight, vote_acc = 0.0, val_acc
+    vote_k, vote_power = VOTE_K, VOTE_POWER
     if store is not None:
+        # The vote's shape and weight on val: accuracy first, ties broken by log-loss.
         head_logits = np.log(np.clip(router.probabilities(val_q), 1e-12, None))
-        votes = np.log(store_vote(store, x_val, labels))
-        for weight in VOTE_WEIGHTS:  # ties keep the smaller weight
-            acc = float(((head_logits + weight * votes).argmax(1) == y_val).mean())
-            if acc > vote_acc + 1e-9:
-                vote_weight, vote_acc = weight, acc
-        router.vote_weight = vote_weight
+        hits = store_hits(store, x_val, max(k for k, _ in VOTE_SHAPES))
+        best_key = (val_acc, -log_loss(head_logits, y_val))
+        for k, power in VOTE_SHAPES:
+            votes = np.log(vote_from_hits(hits, labels, k, power))
+            for weight in VOTE_WEIGHTS[1:]:
+                mixed = head_logits + weight * votes
+                key = (float((mixed.argmax(1) == y_val).mean()), -log_loss(mixed, y_val))
+                if key > best_key:
+                    best_key, vote_weight, vote_k, vote_power = key, weight, k, power
+        vote_acc = best_key[0]
+        router.vote_weight, router.vote_k, router.vote_power = vote_weight, vote_k, vote_power
         router.attach_store(store)
     router.temperature = fit_temperature(router.logits(val_q), y_val)
     routes = router.route_batch(val_q)
@@ -283,7 +311,9 @@ def fit(
         "char_weight": w_best,
         "vote_weight": vote_weight,
         "temperature": router.temperature,  # softmax temperature fit on val (calibration; argmax unchanged)
-        "vote": f"top-{VOTE_K} chunks of an unfiltered search, score**{VOTE_POWER:g}" if vote_weight else None,
+        "vote_k": vote_k,
+        "vote_power": vote_power,
+        "vote": f"top-{vote_k} chunks of an unfiltered search, score**{vote_power:g}" if vote_weight else None,
         "classifier": f"LogisticRegression(C={c_best})",
         "C": c_best,
         "store": store_info,  # the notes the head learned (a store with other notes gets an adapted head)

@@ -379,3 +379,31 @@ def test_store_vote_learns_a_new_households_vendor_after_ingest(embedding_dir, l
     assert router.describe() == "adapted to this store (3 notes), current"
     other = from_env(store=tmp_path / "other-store", embedding_router_dir=model)
     assert adapted_dir(other) != adapted_dir(settings)  # store B never reads store A's head
+
+
+@pytest.mark.slow  # ingests notes and fits the embedding router
+def test_fit_tunes_the_store_vote_and_the_saved_router_reproduces_it(labels, tmp_path) -> None:
+    """The vote's shape and weight are picked on val; loaded back with the same store, the router scores the same."""
+    from ingest.cli import main as ingest_main
+    from router.embedding import VOTE_SHAPES, fit
+    from router.registry import load_router
+
+    notes = sorted((ROOT / "data" / "notes").glob("*.md"))[::8]  # ~43 notes over every category
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    for path in notes:
+        shutil.copy(path, folder / path.name)
+    store = tmp_path / "store"
+    assert ingest_main(["--store", str(store), str(folder)]) == 0
+    settings = from_env(store=store, embedding_router_dir=tmp_path / "router")
+    from core.store import open_store
+
+    train, _ = read_routing_examples(ROOT / "data" / "routing" / "train.jsonl")
+    val, _ = read_routing_examples(ROOT / "data" / "routing" / "val.jsonl")
+    meta = fit(train[:300], val[:80], labels, tmp_path / "router", store=open_store(settings, create=False))
+    assert (meta["vote_k"], meta["vote_power"]) in VOTE_SHAPES and meta["store"]["fingerprint"]
+    assert meta["temperature"] > 0 and set(meta["thresholds"]) == {"single", "pair"}
+    router = load_router("embedding", settings, labels).router  # the store holds the notes it learned: base head
+    routes = router.route_batch([e.question for e in val[:80]])
+    hits = sum(r.category == e.category for r, e in zip(routes, val[:80], strict=True))
+    assert hits / 80 == pytest.approx(meta["metrics"]["val_accuracy"], abs=1e-4)

@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         meta = json.loads((out / "meta.json").read_text())
         lo, hi = result["accuracy_ci"]
         rows.append(
-            f"| embedding (frozen MiniLM + char n-grams + LR) | {setting} | {meta['metrics']['n_train']} | "
+            f"| embedding ({meta['features']}, {meta['classifier']}) | {setting} | {meta['metrics']['n_train']} | "
             f"{result['accuracy']:.2%} ({lo:.1%}–{hi:.1%}) | {result['macro_f1']:.3f} | "
             f"{meta['metrics']['val_accuracy']:.1%} | {train_s:.0f} s | {result['latency_ms']['p50']:.1f} ms |"
         )

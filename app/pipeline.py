@@ -8,6 +8,7 @@ serves every user of the UI; it holds no conversation state.
 
 from __future__ import annotations
 
+import atexit
 import sys
 import threading
 import time
@@ -312,13 +313,24 @@ def warm_sentences(store: NoteStore, answerer: Answerer) -> None:
     if extractive is None:
         return
 
+    stop = threading.Event()
+
     def run() -> None:
         try:
-            extractive.chat_model.warm(RetrievedChunk.from_hit(hit) for hit in store.documents())
+            hits = store.documents()
+            extractive.chat_model.warm(RetrievedChunk.from_hit(hit) for hit in hits if not stop.is_set())
         except Exception as exc:  # a warm-up is an optimisation: never take the app down
             print(f"note: could not pre-embed the notes' sentences ({exc})", file=sys.stderr)
 
-    threading.Thread(target=run, name="warm-sentences", daemon=True).start()
+    def finish() -> None:
+        # A process that exits while this thread is inside torch aborts ("terminate called without
+        # an active exception", exit 134): stop taking chunks and let the current batch finish.
+        stop.set()
+        thread.join(timeout=120)
+
+    thread = threading.Thread(target=run, name="warm-sentences", daemon=True)
+    thread.start()
+    atexit.register(finish)
 
 
 def empty_store_message(location: str) -> str:

@@ -12,7 +12,7 @@ import atexit
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -304,14 +304,15 @@ def plan_and_retrieve(
     return plan, found
 
 
-def warm_sentences(store: NoteStore, answerer: Answerer) -> None:
+def warm_sentences(store: NoteStore, answerer: Answerer) -> Callable[[], None] | None:
     """In the background, embed every stored chunk's sentences for the extractive answerer (UI start).
 
-    Answers asked meanwhile still work; they just embed their own chunks' sentences.
+    Answers asked meanwhile still work; they just embed their own chunks' sentences. Returns the
+    function that stops the warm-up and waits for it (also registered to run at exit).
     """
     extractive = next((a for a in (answerer, answerer.fallback) if a is not None and a.name == "extractive"), None)
     if extractive is None:
-        return
+        return None
 
     stop = threading.Event()
 
@@ -331,6 +332,7 @@ def warm_sentences(store: NoteStore, answerer: Answerer) -> None:
     thread = threading.Thread(target=run, name="warm-sentences", daemon=True)
     thread.start()
     atexit.register(finish)
+    return finish
 
 
 def empty_store_message(location: str) -> str:

@@ -157,3 +157,31 @@ def test_warm_caches_sentence_vectors_so_an_answer_embeds_only_the_question() ->
     assert "2024-10-12" in picker.answer(question, [FLUSH_NOTE, ANODE_NOTE])
     assert calls == [[question]]
     assert picker.warm([FLUSH_NOTE]) == 0  # already cached
+
+
+def test_the_background_warm_up_stops_when_asked_and_is_joined() -> None:
+    """At exit the warm-up is stopped and joined: a process that ends while it is inside torch aborts (exit 134)."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from app.pipeline import warm_sentences
+    from core.store import Hit
+
+    started, taken = threading.Event(), []
+
+    def slow_warm(chunks) -> int:  # stands in for MiniLM over every stored chunk's sentences
+        for c in chunks:
+            taken.append(c.note_id)
+            started.set()
+            time.sleep(0.05)
+        return len(taken)
+
+    hits = [Hit(f"n{i}:h:0", "text.", 0.0, {"note_id": f"n{i}", "category": "pool"}) for i in range(400)]
+    store = SimpleNamespace(documents=lambda: hits)
+    answerer = SimpleNamespace(name="extractive", fallback=None, chat_model=SimpleNamespace(warm=slow_warm))
+    finish = warm_sentences(store, answerer)  # type: ignore[arg-type]
+    assert finish is not None and started.wait(10)
+    finish()
+    assert not any(t.name == "warm-sentences" and t.is_alive() for t in threading.enumerate())
+    assert 0 < len(taken) < len(hits)  # it stopped early instead of embedding the whole store

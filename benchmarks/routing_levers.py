@@ -71,17 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     data = settings.routing_data_dir
     train, val, test = (read_split(data / f"{s}.jsonl", known) for s in ("train", "val", "test"))
     notes, _ = note_examples(settings.notes_dir, labels)
-    if args.chunks:  # the store's chunks stand in for the notes' paragraphs
-        from core.store import open_store as _open
+    from core.store import open_store
 
-        notes = [
-            RoutingExample(t, str(m.get("category")))
-            for t, m in zip(
-                _open(settings, create=False).chunk_texts(),
-                _open(settings, create=False).chunk_vectors()[1],
-                strict=True,
-            )
-        ]
+    store = open_store(settings, create=False)
+    vectors, metas, chunk_texts = store.chunk_vectors()
+    if args.chunks:  # the store's chunks stand in for the notes' paragraphs
+        notes = [RoutingExample(t, str(m.get("category"))) for t, m in zip(chunk_texts, metas, strict=True)]
     extra: list[RoutingExample] = []
     if args.extra:
         for path in sorted((data / "extra").glob("*.jsonl")):
@@ -101,10 +96,6 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     # The retrieval vote: chunk vectors and categories straight from the store.
-    from core.store import open_store
-
-    store = open_store(settings, create=False)
-    vectors, metas = store.chunk_vectors()
     chunk_cat = np.array([index.get(str(m.get("category")), -1) for m in metas])
 
     def vote(x: Any, k: int = 10, power: float = 4.0) -> Any:
@@ -175,11 +166,10 @@ def main(argv: list[str] | None = None) -> int:
         h_feats = sp.hstack([sp.csr_matrix(x_h), weight * chars.transform([e.question for e in asked])]).tocsr()
         p_h = LogisticRegression(C=c, max_iter=3000).fit(best_feats, y["fit"]).predict_proba(h_feats)
         h_store = open_store(from_env(store=args.household_store), create=False)
-        vectors, metas = h_store.chunk_vectors()
+        vectors, metas, texts = h_store.chunk_vectors()
         chunk_cat = np.array([index.get(str(m.get("category")), -1) for m in metas])
         v_h = vote(x_h)
         # Adapted: the head refit on the questions + this store's chunks (stored vectors, no re-embedding).
-        texts = h_store.chunk_texts()
         n_q = len(train) + len(extra)
         a_x = sp.vstack(
             [best_feats[:n_q], sp.hstack([sp.csr_matrix(vectors), weight * chars.transform(texts)])]

@@ -466,34 +466,25 @@ class NoteStore:
             hits.extend(Hit(cid, doc or "", 0.0, meta or {}) for cid, doc, meta in zip(ids, docs, metas, strict=True))
         return self._live(hits)
 
-    def chunk_vectors(self) -> tuple[Any, list[dict[str, Any]]]:
-        """Every live chunk's stored embedding (an (n, dim) float32 array) and metadata, in one order.
+    def chunk_vectors(self) -> tuple[Any, list[dict[str, Any]], list[str]]:
+        """Every live chunk's stored embedding (an (n, dim) float32 array), metadata and indexed text.
 
-        What a router learns the household from without a second embedding pass (works against a
-        Chroma server too).
+        One pass over the collection, so the three lists share one order. What a router learns the
+        household from without a second embedding pass (works against a Chroma server too).
         """
         import numpy as np
 
-        ids: list[str] = []
-        vectors: list[Any] = []
-        metas: list[dict[str, Any]] = []
-        for got_ids, embs, got_metas in self._get_all(self._chunks, None, ["embeddings", "metadatas"]):
-            ids += list(got_ids)
-            vectors += list(embs)
-            metas += [m or {} for m in got_metas]
-        live = {h.id for h in self._live([Hit(i, "", 0.0, m) for i, m in zip(ids, metas, strict=True)])}
-        keep = [n for n, i in enumerate(ids) if i in live]
-        dim = len(vectors[0]) if vectors else 0
-        array = np.array([vectors[n] for n in keep], dtype=np.float32).reshape(len(keep), dim)
-        return array, [metas[n] for n in keep]
-
-    def chunk_texts(self) -> list[str]:
-        """Every live chunk's indexed text, in `chunk_vectors` order."""
-        order = {h.id: indexed_text(str(h.metadata.get("title", "")), h.text) for h in self.documents()}
-        ids: list[str] = []
-        for got_ids, _ in self._get_all(self._chunks, None, ["metadatas"]):
-            ids += [i for i in got_ids if i in order]
-        return [order[i] for i in ids]
+        rows: list[tuple[str, Any, dict[str, Any], str]] = []
+        for got_ids, embs, got_metas, docs in self._get_all(
+            self._chunks, None, ["embeddings", "metadatas", "documents"]
+        ):
+            rows += [(i, e, m or {}, d or "") for i, e, m, d in zip(got_ids, embs, got_metas, docs, strict=True)]
+        live = {h.id for h in self._live([Hit(i, "", 0.0, m) for i, _, m, _ in rows])}
+        rows = [r for r in rows if r[0] in live]
+        dim = len(rows[0][1]) if rows else 0
+        array = np.array([r[1] for r in rows], dtype=np.float32).reshape(len(rows), dim)
+        texts = [indexed_text(str(m.get("title", "")), d) for _, _, m, d in rows]
+        return array, [m for _, _, m, _ in rows], texts
 
     @reachable
     def score_chunks(self, ids: Sequence[str], embedding: Sequence[float]) -> list[Hit]:

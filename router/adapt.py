@@ -38,9 +38,10 @@ QUESTIONS_FILE = "questions.npz"  # the fixed part: question texts, labels and M
 ADAPTED_VOTE_WEIGHT = 1.2
 
 
-def store_fingerprint(store: NoteStore) -> str:
+def store_fingerprint(store: NoteStore, hashes: dict[str, str] | None = None) -> str:
     """Which notes (ids and content hashes) a store holds: equal fingerprints, same household knowledge."""
-    lines = sorted(f"{note_id}:{digest}" for note_id, digest in store.note_hashes().items())
+    hashes = store.note_hashes() if hashes is None else hashes
+    lines = sorted(f"{note_id}:{digest}" for note_id, digest in hashes.items())
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
 
 
@@ -68,8 +69,8 @@ def adapt(base_dir: Path, store: NoteStore, labels: LabelSet, out_dir: Path) -> 
     index = {c: i for i, c in enumerate(labels.ids)}
     q_text = [str(t) for t in saved["texts"]]
     q_y = np.array([index[str(c)] for c in saved["categories"]])
-    vectors, metas = store.chunk_vectors()
-    texts = store.chunk_texts()
+    vectors, metas, texts = store.chunk_vectors()
+    hashes = store.note_hashes()
     keep = [i for i, m in enumerate(metas) if str(m.get("category")) in index]
     c_text = [texts[i] for i in keep]
     c_y = np.array([index[str(metas[i]["category"])] for i in keep], dtype=int)
@@ -89,9 +90,9 @@ def adapt(base_dir: Path, store: NoteStore, labels: LabelSet, out_dir: Path) -> 
         "adapted_from": {"dir": str(base_dir), "data_hash": base.get("data_hash"), "created": base.get("created")},
         "store": {
             "location": store.location,
-            "fingerprint": store_fingerprint(store),
+            "fingerprint": store_fingerprint(store, hashes),
             "generation": store.generation(),
-            "notes": len(store.note_hashes()),
+            "notes": len(hashes),
             "chunks": len(keep),
         },
         "metrics": {

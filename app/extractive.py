@@ -124,24 +124,85 @@ class Sentence:
         return self.chunk.note_id
 
 
+# What a sentence is scored on (`sentence_features`); `Weights.sentence` holds one weight for each.
+SENTENCE_FEATURES = (
+    "cosine",  # MiniLM cosine of the sentence to the question
+    "bm25",  # BM25 of the sentence and its heading over the retrieved sentences, / the best one's
+    "type_match",  # share of the question's wanted fact kinds the sentence states
+    "chunk_score",  # its chunk's retrieval score
+    "chunk_rank",  # its chunk's retrieval rank (0 = best)
+    "note_score",  # the best retrieval score of any chunk of its note
+    "note_rank",  # its note's rank among the retrieved notes
+    "title_subject",  # IDF-weighted share of the question's subject words in the note title and heading
+    "sentence_subject",  # the same share in the sentence and its heading
+    "note_subject",  # the same share anywhere in the note's retrieved chunks
+    "log_chars",  # log of the sentence's length
+    "has_fact",  # the sentence states a date, amount, number, model number or name
+)
+# What the refusal reads (`question_features`): how well the best sentence and its note match.
+QUESTION_FEATURES = (
+    "best",  # the best sentence's score
+    "margin",  # the best score minus the best score in any other note (capped)
+    "sentence_subject",  # the best sentence's share of subject words
+    "note_subject",  # its note's share of subject words
+    "title_subject",  # its note title's share of subject words
+    "missing",  # IDF-weighted share of the subject words no retrieved chunk mentions
+    "type_found",  # share of the wanted fact kinds its note's sentences state (1 when none is wanted)
+    "cosine",  # the best sentence's MiniLM cosine
+    "best_type",  # share of the wanted fact kinds the best sentence states (1 when none is wanted)
+    "typed_subject",  # over all sentences, the best share of subject words in one that states a wanted kind
+    "subject_words",  # how many subject words the question has (more words, more ways to miss)
+)
+MARGIN_CAP = 3.0
+CACHE_SENTENCES = 50_000  # vectors kept (a household's notes have ~10,000 sentences)
+
+
 @dataclass(frozen=True)
 class Weights:
-    """How a sentence's score is made, and when to refuse. Tuned on the QA dev half."""
+    """How a sentence is scored, which sentences support it, and when to refuse. Fit on the QA dev half.
 
-    cosine: float = 1.0
-    bm25: float = 0.35
-    type_match: float = 0.5
-    chunk: float = 0.6
-    rank: float = 0.02
-    # Refuse when best score − missing_any × share of the question's words in no retrieved chunk
-    # − missing_best × share not in the best sentence's chunk is under `refuse_below` (words weighted
-    # by IDF over the retrieved chunks; "how much", "date", "model" … do not count).
-    missing_any: float = 0.75
-    missing_best: float = 0.5
-    refuse_below: float = 0.64
-    support_ratio: float = 0.7  # a supporting sentence scores at least this share of the best one
-    other_note_ratio: float = 0.85  # the same, for a sentence from another note than the first one
+    `sentence` is a conditional logit over a question's sentences (the sentence from a gold note
+    stating a keyword wins); `refusal` a logistic regression over `QUESTION_FEATURES` (last value: the
+    intercept) whose probability that the notes answer the question must reach `answer_above`.
+    Both come from `python -m eval tune-extractive` (docs/results/answers.md).
+    """
+
+    sentence: tuple[float, ...] = (2.591, 1.375, 2.02, 2.078, -0.195, 1.402, -0.231, 1.401, 2.864, 0.841, -0.351, 0.644)
+    refusal: tuple[float, ...] = (
+        0.931,
+        0.174,
+        -1.277,
+        2.051,
+        -0.461,
+        1.107,
+        2.282,
+        4.903,
+        0.971,
+        -2.457,
+        0.827,
+        -14.152,
+    )
+    answer_above: float = 0.55
+    support_gap: float = 3.0  # a sentence of the first one's note supports it when it scores within this gap
+    other_note_gap: float = 0.0  # the same, for a sentence from another note (0: never)
     max_sentences: int = 3
+    embed_top: int = 10  # embed and score only this many sentences, picked without their cosine (0: all)
+
+
+@dataclass
+class Scored:
+    """A question's retrieved sentences with their features and scores, and the question's features."""
+
+    sentences: list[Sentence]
+    features: Any  # numpy (n, len(SENTENCE_FEATURES))
+    scores: Any  # numpy (n,): features @ Weights.sentence
+    question: Any  # numpy (len(QUESTION_FEATURES),), for the refusal; empty when there are no sentences
+    wanted: set[str] = field(default_factory=set)
+
+    @property
+    def best(self) -> int:
+        """The sentence the answer starts with (`lead_sentence`)."""
+        return int(self.question[-1]) if len(self.question) else 0
 
 
 @dataclass
@@ -153,7 +214,7 @@ class Picked:
     best: float
     closest: RetrievedChunk | None
     wanted: set[str] = field(default_factory=set)
-    cover: float = 0.0  # the score the refusal threshold is compared with
+    answer_probability: float = 0.0  # the refusal model's probability that the notes answer it
 
 
 def clean(text: str) -> str:
@@ -274,13 +335,125 @@ def bm25_scores(
     return scores
 
 
+def _subject_weights(question: str, chunks: Sequence[RetrievedChunk]) -> dict[str, float]:
+    """The question's subject words (not stop words, not fact-kind words), each with its IDF over the chunks."""
+    words = set(terms(question, generic=False))
+    docs = [set(terms(f"{c.title} {c.heading} {c.text}")) for c in chunks]
+    n = len(docs)
+    return {t: math.log(1 + (n + 0.5) / (sum(t in d for d in docs) + 0.5)) for t in words}
+
+
+def _share(weights: dict[str, float], present: set[str]) -> float:
+    total = sum(weights.values())
+    return sum(v for t, v in weights.items() if t in present) / total if total else 0.0
+
+
+def sentence_features(
+    question: str, sentences: Sequence[Sentence], cosine: Any, chunks: Sequence[RetrievedChunk], wanted: set[str]
+) -> Any:
+    """One row of `SENTENCE_FEATURES` per sentence (numpy, float64)."""
+    import numpy as np
+
+    bm25 = bm25_scores(terms(question), [terms(f"{s.heading} {s.text}") for s in sentences])
+    top = max(bm25) or 1.0
+    subject = _subject_weights(question, chunks)
+    note_score: dict[str, float] = {}
+    note_rank: dict[str, int] = {}
+    note_terms: dict[str, set[str]] = {}
+    for chunk in chunks:
+        note_score[chunk.note_id] = max(note_score.get(chunk.note_id, -1.0), chunk.score)
+        note_rank.setdefault(chunk.note_id, len(note_rank))
+        note_terms.setdefault(chunk.note_id, set()).update(terms(f"{chunk.title} {chunk.heading} {chunk.text}"))
+    rows = []
+    for i, s in enumerate(sentences):
+        kinds = fact_kinds(s.text)
+        rows.append(
+            (
+                float(cosine[i]),
+                bm25[i] / top,
+                len(wanted & kinds) / len(wanted) if wanted else 0.0,
+                s.chunk.score,
+                s.rank,
+                note_score[s.note_id],
+                note_rank[s.note_id],
+                _share(subject, set(terms(f"{s.chunk.title} {s.heading}"))),
+                _share(subject, set(terms(f"{s.heading} {s.text}"))),
+                _share(subject, note_terms[s.note_id]),
+                math.log(len(s.text)),
+                float(bool(kinds)),
+            )
+        )
+    return np.asarray(rows, dtype=np.float64)
+
+
+def lead_sentence(sentences: Sequence[Sentence], features: Any, scores: Any, wanted: set[str], gap: float) -> int:
+    """The sentence an answer starts with: the fact first.
+
+    The best-scoring sentence, unless it states none of the wanted kinds of fact and a sentence of
+    the same note within `gap` of it does ("we flushed again on 2025-10-11" before "Flushed the
+    water heater early").
+    """
+    best = int(scores.argmax())
+    typed = features[:, SENTENCE_FEATURES.index("type_match")]
+    if not wanted or typed[best] > 0:
+        return best
+    note = sentences[best].note_id
+    near = [
+        i for i, s in enumerate(sentences) if s.note_id == note and typed[i] > 0 and scores[i] >= scores[best] - gap
+    ]
+    return max(near, key=lambda i: (typed[i], scores[i])) if near else best
+
+
+def question_features(
+    sentences: Sequence[Sentence],
+    features: Any,
+    scores: Any,
+    chunks: Sequence[RetrievedChunk],
+    question: str,
+    wanted: set[str],
+    gap: float,
+) -> Any:
+    """The `QUESTION_FEATURES` of a question's scored sentences (numpy, float64); last, the lead's index."""
+    import numpy as np
+
+    col = SENTENCE_FEATURES.index
+    best = lead_sentence(sentences, features, scores, wanted, gap)
+    note = sentences[best].note_id
+    others = [float(scores[i]) for i, s in enumerate(sentences) if s.note_id != note]
+    margin = min(MARGIN_CAP, float(scores[best]) - max(others)) if others else MARGIN_CAP
+    kinds: set[str] = set()
+    for s in sentences:
+        if s.note_id == note:
+            kinds |= fact_kinds(s.text)
+    type_found = len(wanted & kinds) / len(wanted) if wanted else 1.0
+    subject = features[:, col("sentence_subject")]
+    typed = features[:, col("type_match")] if wanted else np.ones(len(sentences))
+    return np.asarray(
+        (
+            float(scores[best]),
+            margin,
+            features[best, col("sentence_subject")],
+            features[best, col("note_subject")],
+            features[best, col("title_subject")],
+            missing(question, chunks),
+            type_found,
+            features[best, col("cosine")],
+            features[best, col("type_match")] if wanted else 1.0,
+            float((subject * typed).max()),
+            len(set(terms(question, generic=False))),
+            best,
+        ),
+        dtype=np.float64,
+    )
+
+
 class SentencePicker:
     """Scores the retrieved chunks' sentences for a question and writes the cited answer."""
 
     def __init__(self, weights: Weights | None = None, embed: Callable[[list[str]], Any] | None = None) -> None:
         self.weights = weights or Weights()
         self._embed = embed
-        self._cache: OrderedDict[str, Any] = OrderedDict()  # chunk id -> its sentences' vectors
+        self._cache: OrderedDict[str, Any] = OrderedDict()  # sentence text -> its vector
         self._lock = threading.Lock()
 
     def embed(self, texts: list[str]) -> Any:
@@ -290,114 +463,124 @@ class SentencePicker:
             self._embed = embed
         return self._embed(texts)
 
-    def _vectors(self, chunk: RetrievedChunk, sentences: list[Sentence]) -> Any:
+    def vectors(self, texts: list[str]) -> Any:
+        """The MiniLM vectors of `texts`, embedding (in one batch) only those not cached yet."""
+        import numpy as np
+
         with self._lock:
-            if chunk.id in self._cache:
-                self._cache.move_to_end(chunk.id)
-                return self._cache[chunk.id]
-        vectors = self.embed([s.text for s in sentences])
-        with self._lock:
-            self._cache[chunk.id] = vectors
-            while len(self._cache) > 4096:
-                self._cache.popitem(last=False)
-        return vectors
+            todo = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        if todo:
+            new = self.embed(todo)
+            with self._lock:
+                self._cache.update(zip(todo, new, strict=True))
+                while len(self._cache) > CACHE_SENTENCES:
+                    self._cache.popitem(last=False)
+                known = {t: self._cache.get(t) for t in texts}
+            known |= dict(zip(todo, new, strict=True))  # in case the cache just dropped one
+        else:
+            with self._lock:
+                known = {t: self._cache[t] for t in texts}
+        return np.vstack([known[t] for t in texts]) if texts else np.zeros((0, 0), dtype=np.float32)
 
     def warm(self, chunks: Iterable[RetrievedChunk], batch: int = 256) -> int:
         """Embed and cache the sentences of `chunks` ahead of the questions; returns how many chunks.
 
         The UI runs it over the whole store in the background at start, so an answer's only MiniLM
-        work is the question (a one-shot `app ask` embeds just the retrieved chunks instead).
+        work is the question (a one-shot `app ask` embeds the retrieved chunks' best sentences instead).
         """
-        import numpy as np
-
-        pending: list[tuple[RetrievedChunk, list[Sentence]]] = []
+        pending: list[str] = []
         done = 0
-
-        def flush() -> None:
-            texts = [s.text for _, sentences in pending for s in sentences]
-            vectors = self.embed(texts) if texts else np.zeros((0, 0))
-            start = 0
-            with self._lock:
-                for chunk, sentences in pending:
-                    self._cache[chunk.id] = vectors[start : start + len(sentences)]
-                    start += len(sentences)
-            pending.clear()
-
-        size = 0
         for chunk in chunks:
             with self._lock:
-                known = chunk.id in self._cache
-            sentences = [] if known else split_sentences(chunk)
-            if sentences:
-                pending.append((chunk, sentences))
-                size += len(sentences)
+                todo = [s.text for s in split_sentences(chunk) if s.text not in self._cache]
+            if todo:
+                pending += todo
                 done += 1
-            if size >= batch:
-                flush()
-                size = 0
-        flush()
+            if len(pending) >= batch:
+                self.vectors(pending)
+                pending = []
+        if pending:
+            self.vectors(pending)
         return done
 
-    def pick(self, question: str, chunks: Sequence[RetrievedChunk], question_vector: Any = None) -> Picked:
-        """The answering sentences, best first (or a refusal naming the closest note)."""
+    def score(self, question: str, chunks: Sequence[RetrievedChunk], question_vector: Any = None) -> Scored:
+        """The chunks' sentences scored for the question, and the question's refusal features.
+
+        Only the `Weights.embed_top` sentences that score best with their chunk's retrieval score in
+        place of their own cosine are embedded and kept: the rest rarely win, and MiniLM over every
+        sentence of five chunks is most of a cold answer's time.
+        """
         import numpy as np
 
         w = self.weights
         wanted = question_types(question)
-        closest = chunks[0] if chunks else None
-        sentences: list[Sentence] = []
-        vectors = []
-        for rank, chunk in enumerate(chunks):
-            found = split_sentences(chunk, rank)
-            if found:
-                sentences += found
-                vectors.append(self._vectors(chunk, found))
+        sentences = [s for rank, chunk in enumerate(chunks) for s in split_sentences(chunk, rank)]
         if not sentences:
-            return Picked([], True, 0.0, closest, wanted)
+            empty = np.zeros((0, len(SENTENCE_FEATURES)), dtype=np.float32)
+            return Scored([], empty, np.zeros(0), np.zeros(0), wanted)
+        weights = np.asarray(w.sentence, dtype=np.float64)
+        features = sentence_features(question, sentences, [s.chunk.score for s in sentences], chunks, wanted)
+        if w.embed_top and len(sentences) > w.embed_top:
+            keep = sorted(np.argsort(-(features @ weights), kind="stable")[: w.embed_top])
+            sentences, features = [sentences[i] for i in keep], features[keep]
         q = np.asarray(question_vector if question_vector is not None else self.embed([question])[0], dtype=np.float32)
-        cosine = np.vstack(vectors) @ q
-        query = terms(question)
-        bm25 = bm25_scores(query, [terms(f"{s.heading} {s.text}") for s in sentences])
-        top = max(bm25) or 1.0
-        scored = []
-        for i, s in enumerate(sentences):
-            kinds = fact_kinds(s.text)
-            match = len(wanted & kinds) / len(wanted) if wanted else 0.0
-            score = (
-                w.cosine * float(cosine[i])
-                + w.bm25 * bm25[i] / top
-                + w.type_match * match
-                + w.chunk * s.chunk.score
-                - w.rank * s.rank
-            )
-            scored.append((s, score))
-        scored.sort(key=lambda pair: -pair[1])
-        best = scored[0][1]
-        cover = (
-            best
-            - w.missing_any * missing(question, chunks)
-            - w.missing_best * missing(question, [scored[0][0].chunk], chunks)
+        features[:, SENTENCE_FEATURES.index("cosine")] = self.vectors([s.text for s in sentences]) @ q
+        scores = features @ weights
+        return Scored(
+            sentences,
+            features,
+            scores,
+            question_features(sentences, features, scores, chunks, question, wanted, w.support_gap),
+            wanted,
         )
-        if cover < w.refuse_below:
-            return Picked([], True, best, scored[0][0].chunk, wanted, cover)
-        chosen = [scored[0]]
-        covered = fact_kinds(scored[0][0].text)
+
+    def answer_probability(self, scored: Scored) -> float:
+        """The refusal model's probability that the notes answer the question (0 without sentences)."""
+        import numpy as np
+
+        if not scored.sentences:
+            return 0.0
+        *coef, intercept = self.weights.refusal
+        z = float(scored.question[:-1] @ np.asarray(coef)) + intercept
+        return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
+
+    def pick(self, question: str, chunks: Sequence[RetrievedChunk], question_vector: Any = None) -> Picked:
+        """The answering sentences, best first (or a refusal naming the closest note)."""
+        return self.choose(self.score(question, chunks, question_vector), chunks)
+
+    def choose(self, scored: Scored, chunks: Sequence[RetrievedChunk]) -> Picked:
+        """The first sentence, its supporting ones, or a refusal, from a question's scored sentences."""
+        w = self.weights
+        if not scored.sentences:
+            return Picked([], True, 0.0, chunks[0] if chunks else None, scored.wanted)
+        lead = scored.best
+        order = [lead] + sorted((i for i in range(len(scored.sentences)) if i != lead), key=lambda i: -scored.scores[i])
+        ranked = [(scored.sentences[i], float(scored.scores[i])) for i in order]
+        first, best = ranked[0][0], float(scored.scores.max())
+        probability = self.answer_probability(scored) if w.answer_above > 0 else 1.0
+        if probability < w.answer_above:
+            return Picked([], True, best, first.chunk, scored.wanted, probability)
+
+        def close(pair: tuple[Sentence, float], slack: float = 0.0) -> bool:
+            gap = w.support_gap if pair[0].note_id == first.note_id else w.other_note_gap
+            return gap > 0 and pair[1] >= best - gap - slack and pair[0].text != first.text
+
+        chosen = [ranked[0]]
+        covered = fact_kinds(first.text)
         # A part of the question the first sentence leaves open ("... and who did it?") gets the best
-        # sentence that has that kind of fact; then the rest by score, if close enough to the best.
-        for kind in sorted(wanted - covered):
-            for pair in scored[1:]:
-                if kind in fact_kinds(pair[0].text) and pair not in chosen and pair[1] >= w.support_ratio * best * 0.9:
+        # sentence that has that kind of fact (a little further down is fine); then the rest by score.
+        for kind in sorted(scored.wanted - covered):
+            for pair in ranked[1:]:
+                if kind in fact_kinds(pair[0].text) and pair not in chosen and close(pair, slack=1.0):
                     chosen.append(pair)
                     covered |= fact_kinds(pair[0].text)
                     break
-        for pair in scored[1:]:
+        for pair in ranked[1:]:
             if len(chosen) >= w.max_sentences:
                 break
-            other_note = pair[0].note_id != chosen[0][0].note_id
-            ratio = w.other_note_ratio if other_note else w.support_ratio
-            if pair not in chosen and pair[1] >= ratio * best and pair[0].text != chosen[0][0].text:
+            if pair not in chosen and close(pair):
                 chosen.append(pair)
-        return Picked(chosen[: w.max_sentences], False, best, scored[0][0].chunk, wanted, cover)
+        return Picked(chosen[: w.max_sentences], False, best, first.chunk, scored.wanted, probability)
 
     def answer(self, question: str, chunks: Sequence[RetrievedChunk], question_vector: Any = None) -> str:
         """The answer text: the picked sentences with their `[note-id]`, or a plain refusal."""

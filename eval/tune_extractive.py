@@ -1,107 +1,284 @@
-"""`python -m eval tune-extractive`: pick the extractive answerer's weights and refusal threshold on the QA dev half.
+"""`python -m eval tune-extractive`: fit the extractive answerer's weights and refusal on the QA dev half.
 
-The retrieved chunks come from the app's pipeline (router off, k = 5), then two grid searches run
-over the sentence picker alone (no retrieval in the loop, so a grid is seconds):
+Every dev question is retrieved through the app's pipeline in both arms (router off and on, k = 5);
+then, with no retrieval in the loop:
 
-1. sentence scoring (BM25, question-type and chunk-score weights, how close a supporting sentence
-   must score to the best one): the highest keyword coverage, refusals off (ties: the shorter answer);
-2. refusal (the missing-subject-word penalties and the threshold): the most questions handled
-   right, counting an answerable question by its keyword coverage and an unanswerable one as 1
-   when refused.
+1. **sentence scoring**: a conditional logit over each question's sentences (`SENTENCE_FEATURES`),
+   where the right sentences are those of a gold note that state a keyword; its L2 strength is picked
+   by 5-fold cross-validation grouped by question (how often the first sentence's note is a gold note);
+2. **support**: how close a sentence of the same note, or of another note, must score to the first one
+   to be added — the highest citation precision, then keyword coverage, refusals off;
+3. **refusal**: a logistic regression over `QUESTION_FEATURES` (notes answer it or not); its
+   threshold is read off cross-validated probabilities: the table shows keyword coverage, refusal
+   accuracy and false refusals per threshold, and the chosen one handles the most questions right
+   (an answerable question counts its keyword coverage, an unanswerable one 1 when refused).
 
-It prints the best rows and one chosen `Weights`; `app/extractive.py`'s defaults are one of the rows
-tied best on the refusal grid (docs/results/answers.md). Never run on test.
+It prints those tables and the chosen `Weights`, which `app/extractive.py` carries as its defaults
+(docs/results/answers.md). Never run on test.
 """
 
 from __future__ import annotations
 
-import itertools
 import statistics
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from core.schemas import QAItem
 from core.settings import Settings
 from eval import metrics
-from eval.answers import REFUSAL
+from eval.answers import CITATION, REFUSAL
 
-SCORING_GRID = {
-    "bm25": (0.2, 0.35, 0.5),
-    "type_match": (0.2, 0.35, 0.5),
-    "chunk": (0.3, 0.6),
-    "support_ratio": (0.7, 0.8),
-    "other_note_ratio": (0.7, 0.85, 1.01),
-}
-REFUSAL_GRID = {
-    "missing_any": (0.0, 0.25, 0.5, 0.75, 1.0),
-    "missing_best": (0.0, 0.25, 0.5, 0.75),
-    "refuse_below": tuple(x / 100 for x in range(40, 160, 4)),
-}
+L2 = (0.3, 1.0, 3.0, 10.0, 30.0)
+GAPS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
+THRESHOLDS = tuple(x / 20 for x in range(1, 20))
+FOLDS = 5
+EMBED_TOP = (0, 6, 10, 16)
+REFUSAL_C = (0.3, 1.0, 3.0, 10.0, 30.0)
+
+
+@dataclass
+class Case:
+    """One dev question in one arm: its retrieved chunks and their scored sentences."""
+
+    item: QAItem
+    chunks: list[Any]
+    scored: Any  # app.extractive.Scored
+    labels: Any  # numpy (n,): 1 for a sentence of a gold note that states a keyword
+
+
+def fit_sentence_weights(cases: list[Case], l2: float) -> Any:
+    """Conditional logit: per question, a softmax over its sentences; maximise the right ones' share."""
+    import numpy as np
+    from scipy.optimize import minimize
+
+    groups = [(c.scored.features, c.labels > 0) for c in cases if c.labels.any()]
+    stacked = np.vstack([f for f, _ in groups])
+    mean, scale = stacked.mean(0), stacked.std(0) + 1e-9
+    standard = [((f - mean) / scale, right) for f, right in groups]
+
+    def loss(w: Any) -> tuple[float, Any]:
+        total, grad = l2 * float(w @ w), 2 * l2 * w
+        for f, right in standard:
+            s = f @ w
+            e = np.exp(s - s.max())
+            p = e / e.sum()
+            total -= float(np.log(e[right].sum() / e.sum()))
+            grad -= f.T @ (np.where(right, e / e[right].sum(), 0.0) - p)
+        return total, grad
+
+    found = minimize(loss, np.zeros(stacked.shape[1]), jac=True, method="L-BFGS-B")
+    return found.x / scale  # on the raw features (a constant shift does not change a softmax)
+
+
+def folds(cases: list[Case]) -> list[tuple[list[int], list[int]]]:
+    """FOLDS splits with both arms of a question on the same side."""
+    questions = sorted({c.item.question for c in cases})
+    fold_of = {q: i % FOLDS for i, q in enumerate(questions)}
+    return [
+        (
+            [i for i, c in enumerate(cases) if fold_of[c.item.question] != k],
+            [i for i, c in enumerate(cases) if fold_of[c.item.question] == k],
+        )
+        for k in range(FOLDS)
+    ]
+
+
+def rescore(cases: list[Case], weights: Any) -> None:
+    """Each case's sentence scores and question features under new sentence weights."""
+    import numpy as np
+
+    from app.extractive import Weights, question_features
+
+    for c in cases:
+        s = c.scored
+        if s.sentences:
+            s.scores = s.features @ np.asarray(weights)
+            s.question = question_features(
+                s.sentences, s.features, s.scores, c.chunks, c.item.question, s.wanted, Weights().support_gap
+            )
+
+
+def first_note_right(cases: list[Case]) -> float:
+    answerable = [c for c in cases if c.item.answerable and c.scored.sentences]
+    return statistics.mean(c.scored.sentences[c.scored.best].note_id in c.item.gold_note_ids for c in answerable)
+
+
+def answer_scores(picker: Any, cases: list[Case]) -> dict[str, float]:
+    """Keyword coverage and citation precision (answerable), refusal accuracy (unanswerable), chars p50."""
+    from app.extractive import render
+
+    texts = [(c, render(picker.choose(c.scored, c.chunks))) for c in cases]
+    answerable = [(c, t) for c, t in texts if c.item.answerable]
+    precision = []
+    for c, t in answerable:
+        cited = set(CITATION.findall(t))
+        if cited:
+            precision.append(len(cited & set(c.item.gold_note_ids)) / len(cited))
+    unanswerable = [t for c, t in texts if not c.item.answerable]
+    return {
+        "coverage": statistics.mean(metrics.keyword_coverage(t, c.item.keywords) for c, t in answerable),
+        "citation_precision": statistics.mean(precision) if precision else 0.0,
+        "refusal": statistics.mean(bool(REFUSAL.search(t)) for t in unanswerable) if unanswerable else 0.0,
+        "false_refusal": statistics.mean(bool(REFUSAL.search(t)) for _, t in answerable),
+        "chars": statistics.median(len(t) for _, t in texts),
+    }
+
+
+def dev_cases(settings: Settings, items: list[QAItem]) -> list[Case]:
+    """Each question retrieved through the app's pipeline in both arms, its sentences scored and labelled."""
+    from app.pipeline import Pipeline
+
+    pipeline = Pipeline.load(replace(settings, answerer="extractive"))
+    retrieved = []
+    for item in items:
+        for routing in (False, True):
+            stream = pipeline.stream(item.question, routing=routing)
+            retrieved.append((item, next(stream).chunks))
+            stream.close()
+    return score_cases(retrieved)
+
+
+def score_cases(retrieved: list[tuple[QAItem, list[Any]]], embed: Any = None) -> list[Case]:
+    """The sentences of each question's chunks scored (current default weights) and labelled."""
+    import numpy as np
+
+    from app.extractive import SentencePicker, Weights
+    from eval.metrics import keyword_pattern
+
+    picker = SentencePicker(Weights(embed_top=0), embed=embed)  # every sentence: the fit sees them all
+    cases = []
+    for item, chunks in retrieved:
+        scored = picker.score(item.question, chunks)
+        labels = np.array(
+            [
+                float(
+                    item.answerable
+                    and s.note_id in item.gold_note_ids
+                    and any(keyword_pattern(k).search(s.text) for k in item.keywords)
+                )
+                for s in scored.sentences
+            ]
+        )
+        cases.append(Case(item, chunks, scored, labels))
+    return cases
 
 
 def tune(settings: Settings, items: list[QAItem]) -> tuple[Any, list[str]]:
-    """The chosen weights and a report (lines) of the best rows of each grid."""
-    from app.extractive import SentencePicker, Weights
-    from app.pipeline import Pipeline
+    """The fitted weights and a report (lines) of each step."""
+    return fit(dev_cases(settings, items))
 
-    pipeline = Pipeline.load(replace(settings, answerer="extractive"), routing=False)
-    cases = []
-    for item in items:
-        stream = pipeline.stream(item.question, routing=False)
-        cases.append((item, next(stream).chunks))
-        stream.close()
-    picker = SentencePicker()
-    answerable = [(i, c) for i, c in cases if i.answerable]
-    unanswerable = [(i, c) for i, c in cases if not i.answerable]
 
-    def coverage(weights: Any) -> tuple[float, float]:
-        picker.weights = weights
-        texts = [(i, picker.answer(i.question, c)) for i, c in answerable]
-        cov = statistics.mean(metrics.keyword_coverage(t, i.keywords) for i, t in texts)
-        return cov, statistics.median(len(t) for _, t in texts)
+def fit(cases: list[Case], embed: Any = None) -> tuple[Any, list[str]]:
+    """Fit the sentence weights, the support gaps and the refusal on scored dev cases."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
 
+    from app.extractive import SentencePicker, Weights, render
+
+    picker = SentencePicker(embed=embed)
+    items = list({c.item.question: c.item for c in cases}.values())
+    n_answerable = sum(i.answerable for i in items)
+    lines = [f"dev: {n_answerable} answerable, {len(items) - n_answerable} unanswerable questions, arms off and on", ""]
+
+    # 1. Sentence scoring.
+    rescore(cases, Weights().sentence)
+    lines += [f"sentence scoring: first sentence's note is gold, current weights {first_note_right(cases):.3f}"]
+    split = folds(cases)
+    by_l2 = []
+    for l2 in L2:
+        right = []
+        for train, held in split:
+            weights = fit_sentence_weights([cases[i] for i in train], l2)
+            rescore([cases[i] for i in held], weights)
+            right += [first_note_right([cases[i] for i in held])] * len(held)
+        by_l2.append((statistics.mean(right), l2))
+        lines.append(f"  L2 {l2:>5}: {by_l2[-1][0]:.3f} (cross-validated)")
+    l2 = max(by_l2)[1]
+    sentence = tuple(round(float(x), 3) for x in fit_sentence_weights(cases, l2))
+    rescore(cases, sentence)
+    lines.append(f"  chosen L2 {l2}; fit on all of dev: {first_note_right(cases):.3f}")
+
+    # 2. Supporting sentences (refusals off).
+    lines += ["", "support (refusals off): same-note gap, other-note gap -> coverage, citation precision, chars p50"]
     rows = []
-    for values in itertools.product(*SCORING_GRID.values()):
-        weights = replace(Weights(refuse_below=-1e9), **dict(zip(SCORING_GRID, values, strict=True)))
-        cov, chars = coverage(weights)
-        rows.append((cov, -chars, values))
-    rows.sort(reverse=True)
-    best = replace(Weights(), **dict(zip(SCORING_GRID, rows[0][2], strict=True)))
-    lines = [f"dev: {len(answerable)} answerable, {len(unanswerable)} unanswerable", "", "scoring (refusals off):"]
+    for same in GAPS:
+        for other in GAPS:
+            picker.weights = Weights(sentence, answer_above=0.0, support_gap=same, other_note_gap=other)
+            got = answer_scores(picker, cases)
+            rows.append((round(got["citation_precision"], 3), same, other, got))
+    # Citation precision first (coverage is past its target on dev, precision is not), then coverage.
+    rows.sort(key=lambda r: (r[0], r[3]["coverage"], -r[3]["chars"]), reverse=True)
+    for _, same, other, got in rows[:8]:
+        lines.append(
+            f"  {same:.1f} {other:.1f} -> {got['coverage']:.3f} {got['citation_precision']:.3f} {got['chars']:.0f}"
+        )
+    _, same, other, _ = rows[0]
+
+    # 3. Refusal: cross-validated probabilities, then a threshold.
+    usable = [c for c in cases if c.scored.sentences]
+    x = np.vstack([c.scored.question[:-1] for c in usable])  # the last value is the lead's index
+    y = np.array([c.item.answerable for c in usable])
+    folded = folds(usable)
+
+    def held_out(c: float) -> Any:
+        probability = np.zeros(len(usable))
+        for train, held in folded:
+            model = LogisticRegression(C=c, max_iter=5000).fit(x[train], y[train])
+            probability[held] = model.predict_proba(x[held])[:, 1]
+        return probability
+
+    lines += ["", "refusal model: L2 strength C -> cross-validated ROC AUC (answerable vs not)"]
+    by_c = []
+    for c in REFUSAL_C:
+        by_c.append((roc_auc_score(y, held_out(c)), c))
+        lines.append(f"  C {c:>4}: {by_c[-1][0]:.3f}")
+    c = max(by_c)[1]
+    probability = held_out(c)
+    model = LogisticRegression(C=c, max_iter=5000).fit(x, y)
+    refusal = tuple(round(float(v), 3) for v in [*model.coef_[0], model.intercept_[0]])
+    base = Weights(sentence, refusal, 0.0, same, other)
+    picker.weights = base
+    coverage = {
+        id(c): metrics.keyword_coverage(render(picker.choose(c.scored, c.chunks)), c.item.keywords) for c in usable
+    }
     lines += [
-        f"  coverage {c:.3f}  chars p50 {-n:.0f}  {dict(zip(SCORING_GRID, v, strict=True))}" for c, n, v in rows[:5]
+        "",
+        "refusal threshold (cross-validated on dev): coverage, refusal accuracy, false refusals, handled right",
+    ]
+    table = []
+    for threshold in THRESHOLDS:
+        refused = probability < threshold
+        answerable = [(c, r) for c, r in zip(usable, refused, strict=True) if c.item.answerable]
+        unanswerable = [r for c, r in zip(usable, refused, strict=True) if not c.item.answerable]
+        cov = statistics.mean(0.0 if r else coverage[id(c)] for c, r in answerable)
+        ref = statistics.mean(float(r) for r in unanswerable)
+        handled = (cov * len(answerable) + ref * len(unanswerable)) / len(usable)
+        table.append((handled, threshold))
+        false = statistics.mean(float(r) for _, r in answerable)
+        lines.append(f"  {threshold:.2f}: {cov:.3f} {ref:.3f} {false:.3f} {handled:.3f}")
+    threshold = max(table)[1]
+    best = replace(base, answer_above=threshold)
+    picker.weights = best
+    got = answer_scores(picker, cases)
+    lines += [
+        "",
+        f"chosen (fit on all of dev, so optimistic): coverage {got['coverage']:.3f}, citation precision "
+        f"{got['citation_precision']:.3f}, refusal {got['refusal']:.3f}, false refusals {got['false_refusal']:.3f}",
     ]
 
-    # The refusal grid reads the picker's scores once per question, then thresholds them.
-    picker.weights = replace(best, refuse_below=-1e9)
-    picked = [(i, picker.pick(i.question, c), c) for i, c in cases]
-    from app.extractive import missing, render
-
-    features = []
-    for item, pick, chunks in picked:
-        top = pick.sentences[0][0].chunk if pick.sentences else None
-        miss_any = missing(item.question, chunks) if chunks else 1.0
-        miss_best = missing(item.question, [top], chunks) if top else 1.0
-        cov = metrics.keyword_coverage(render(pick), item.keywords) if item.answerable else 0.0
-        features.append((item.answerable, pick.best, miss_any, miss_best, cov))
-    refusal_rows = []
-    for a, b, threshold in itertools.product(*REFUSAL_GRID.values()):
-        score = 0.0
-        for is_answerable, top_score, miss_any, miss_best, cov in features:
-            refused = top_score - a * miss_any - b * miss_best < threshold
-            score += (0.0 if refused else cov) if is_answerable else float(refused)
-        refusal_rows.append((score / len(features), a, b, threshold))
-    refusal_rows.sort(key=lambda r: (r[0], -r[3]), reverse=True)
-    _, a, b, threshold = refusal_rows[0]
-    best = replace(best, missing_any=a, missing_best=b, refuse_below=threshold)
-    picker.weights = best
-    texts = [(i, picker.answer(i.question, c)) for i, c in cases]
-    cov = statistics.mean(metrics.keyword_coverage(t, i.keywords) for i, t in texts if i.answerable)
-    ref = statistics.mean(bool(REFUSAL.search(t)) for i, t in texts if not i.answerable)
-    lines += ["", "refusal (share of questions handled right):"]
-    lines += [f"  {s:.3f}  missing_any {x} missing_best {y} refuse_below {t:.2f}" for s, x, y, t in refusal_rows[:5]]
-    lines += ["", f"chosen: keyword coverage {cov:.3f}, refusal accuracy {ref:.3f} on dev", f"{best}"]
+    # 4. How many sentences a cold answer must embed (the rest are ranked out by their chunk's score).
+    lines += ["", "sentences embedded per question: coverage, citation precision, refusal, false refusals"]
+    for top in EMBED_TOP:
+        picker.weights = replace(best, embed_top=top)
+        rescored = [Case(c.item, c.chunks, picker.score(c.item.question, c.chunks), c.labels) for c in cases]
+        got = answer_scores(picker, rescored)
+        lines.append(
+            f"  {top or 'all':>3}: {got['coverage']:.3f} {got['citation_precision']:.3f} "
+            f"{got['refusal']:.3f} {got['false_refusal']:.3f}"
+        )
+    lines += ["", f"{best}"]
     return best, lines
 
 

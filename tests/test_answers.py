@@ -3,11 +3,12 @@ and the real MiniLM; the UI's escaping of note text."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from app.extractive import SentencePicker, fact_kinds, question_types, split_sentences
+from app.extractive import SentencePicker, Weights, fact_kinds, question_types, split_sentences
 from app.grounding import check, facts, sentences
 from app.ui import escape_text, plain_text
 from core.retrieval import RetrievedChunk
@@ -65,7 +66,8 @@ def test_question_types_and_fact_kinds() -> None:
 
 @pytest.fixture(scope="module")
 def picker() -> SentencePicker:
-    return SentencePicker()
+    """The default sentence scoring with refusals off: which sentences, in which order."""
+    return SentencePicker(Weights(answer_above=0.0))
 
 
 def test_picker_answers_fact_first_with_citations(picker: SentencePicker) -> None:
@@ -76,15 +78,49 @@ def test_picker_answers_fact_first_with_citations(picker: SentencePicker) -> Non
     assert len(sentences(text)) <= 3 and all("[" in s for s in sentences(text))  # every sentence cited
 
     cost = picker.answer("How much did the water heater flush cost?", [FLUSH_NOTE, ANODE_NOTE])
-    assert "$145" in sentences(cost)[0]
-    anode = picker.answer("Which anode rod did we put in the water heater?", [FLUSH_NOTE, ANODE_NOTE])
+    assert "$145" in sentences(cost)[0]  # the fact first, though the flush sentence matches more words
+    # Retrieval ranks the anode note first for this question; the picker weighs that rank.
+    ranked = [replace(ANODE_NOTE, score=0.62), replace(FLUSH_NOTE, score=0.45)]
+    anode = picker.answer("Which anode rod did we put in the water heater?", ranked)
     assert sentences(anode)[0].startswith("Replaced the magnesium anode rod with a Kelvara KA-44")
 
 
-def test_picker_refuses_and_names_the_closest_note(picker: SentencePicker) -> None:
-    text = picker.answer("What brand is our toaster and when did we buy it?", [FLUSH_NOTE, ANODE_NOTE])
+def test_supporting_sentences_come_from_the_first_sentences_note(picker: SentencePicker) -> None:
+    """Another note's sentence is not added (each one cited a look-alike note: citation precision)."""
+    text = picker.answer("When was the water heater last flushed, and who did it?", [FLUSH_NOTE, ANODE_NOTE])
+    assert "[water_heater-anode-2023]" not in text
+    both = SentencePicker(Weights(answer_above=0.0, other_note_gap=50.0))
+    assert "[water_heater-anode-2023]" in both.answer("When was the water heater last flushed?", [FLUSH_NOTE, ANODE_NOTE])
+
+
+def test_only_the_best_sentences_are_embedded() -> None:
+    """A cold answer embeds `embed_top` sentences (ranked by their chunk's score), not every one."""
+    from core.models import embed
+
+    calls: list[list[str]] = []
+
+    def counting(texts: list[str]) -> object:
+        calls.append(list(texts))
+        return embed(texts)
+
+    few = SentencePicker(Weights(answer_above=0.0, embed_top=2), embed=counting)
+    text = few.answer("When was the water heater last flushed?", [FLUSH_NOTE, ANODE_NOTE, TABLE_NOTE])
+    assert "2024-10-12" in text
+    assert [len(c) for c in calls] == [1, 2]  # the question, then two sentences of the eight
+
+
+def test_refusal_follows_the_answer_probability() -> None:
+    default = SentencePicker()
+    text = default.answer("What brand is our toaster and when did we buy it?", [FLUSH_NOTE, ANODE_NOTE])
     assert text.startswith("The notes do not say.") and "[water_heater-" in text
-    assert picker.answer("anything?", []) == "The notes do not say: no note matched this question."
+    assert default.answer("anything?", []) == "The notes do not say: no note matched this question."
+    scored = default.score("When was the water heater last flushed?", [FLUSH_NOTE, ANODE_NOTE])
+    probability = default.answer_probability(scored)
+    assert 0.0 < probability < 1.0
+    default.weights = Weights(answer_above=probability + 1e-6)
+    assert default.choose(scored, [FLUSH_NOTE, ANODE_NOTE]).refused
+    default.weights = Weights(answer_above=probability - 1e-6)
+    assert not default.choose(scored, [FLUSH_NOTE, ANODE_NOTE]).refused
 
 
 def test_picker_never_quotes_an_instruction_in_a_note(picker: SentencePicker) -> None:

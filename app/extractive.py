@@ -103,6 +103,10 @@ INSTRUCTION = re.compile(
     r"|\b(assistant|ai|chatbot|model)s?,? (must|should) (say|answer|reply|tell)",
     re.IGNORECASE,
 )
+RECENT = re.compile(r"\b(last|latest|most recent(ly)?|recently)\b", re.IGNORECASE)
+_ISO_DATE = re.compile(r"\b((?:19|20)\d{2})(?:-(\d{2}))?(?:-(\d{2}))?\b")
+_MONTH_DATE = re.compile(rf"\b({MONTHS})(?:\s+\d{{1,2}}(?:st|nd|rd|th)?,?)?\s+((?:19|20)\d{{2}})\b", re.IGNORECASE)
+_MONTH_NUMBER = {m: i for i, m in enumerate(str.split("jan feb mar apr may jun jul aug sep oct nov dec"), start=1)}
 _WORD = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9$])")
 _LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
@@ -123,6 +127,17 @@ class Sentence:
     def note_id(self) -> str:
         return self.chunk.note_id
 
+    @property
+    def kinds(self) -> set[str]:
+        """The kinds of fact it states, its heading's included ("## What Teo did, 2025-02-08")."""
+        return fact_kinds(self.text) | (fact_kinds(self.heading) if self.heading else set())
+
+    def quote(self, wanted: set[str]) -> str:
+        """Its text, after its heading when only the heading states a wanted kind of fact."""
+        if self.heading and wanted & (self.kinds - fact_kinds(self.text)):
+            return f"{clean(self.heading)}: {self.text}"
+        return self.text
+
 
 # What a sentence is scored on (`sentence_features`); `Weights.sentence` holds one weight for each.
 SENTENCE_FEATURES = (
@@ -138,6 +153,7 @@ SENTENCE_FEATURES = (
     "note_subject",  # the same share anywhere in the note's retrieved chunks
     "log_chars",  # log of the sentence's length
     "has_fact",  # the sentence states a date, amount, number, model number or name
+    "latest",  # the question asks for the last time and the sentence has its note's latest date
 )
 # What the refusal reads (`question_features`): how well the best sentence and its note match.
 QUESTION_FEATURES = (
@@ -167,22 +183,36 @@ class Weights:
     Both come from `python -m eval tune-extractive` (docs/results/answers.md).
     """
 
-    sentence: tuple[float, ...] = (2.591, 1.375, 2.02, 2.078, -0.195, 1.402, -0.231, 1.401, 2.864, 0.841, -0.351, 0.644)
-    refusal: tuple[float, ...] = (
-        0.931,
-        0.174,
-        -1.277,
-        2.051,
-        -0.461,
-        1.107,
-        2.282,
-        4.903,
-        0.971,
-        -2.457,
-        0.827,
-        -14.152,
+    sentence: tuple[float, ...] = (
+        2.946,
+        1.387,
+        1.912,
+        2.084,
+        -0.196,
+        1.397,
+        -0.23,
+        1.306,
+        2.846,
+        0.844,
+        -0.334,
+        0.497,
+        2.306,
     )
-    answer_above: float = 0.55
+    refusal: tuple[float, ...] = (
+        0.493,
+        0.198,
+        -0.124,
+        3.039,
+        -0.501,
+        1.601,
+        2.128,
+        4.988,
+        1.794,
+        -2.407,
+        0.736,
+        -12.897,
+    )
+    answer_above: float = 0.65
     support_gap: float = 3.0  # a sentence of the first one's note supports it when it scores within this gap
     other_note_gap: float = 0.0  # the same, for a sentence from another note (0: never)
     max_sentences: int = 3
@@ -279,6 +309,13 @@ def fact_kinds(text: str) -> set[str]:
     return kinds
 
 
+def latest_date(text: str) -> tuple[int, int, int] | None:
+    """The latest date a text states, as (year, month, day); a missing month or day counts as 0."""
+    found = [(int(y), int(m or 0), int(d or 0)) for y, m, d in _ISO_DATE.findall(text)]
+    found += [(int(y), _MONTH_NUMBER[m.lower()[:3]], 0) for m, y in _MONTH_DATE.findall(text)]
+    return max(found) if found else None
+
+
 def _names(text: str) -> list[str]:
     return [m.group(0) for m in FACTS["person"].finditer(text)]
 
@@ -364,9 +401,15 @@ def sentence_features(
         note_score[chunk.note_id] = max(note_score.get(chunk.note_id, -1.0), chunk.score)
         note_rank.setdefault(chunk.note_id, len(note_rank))
         note_terms.setdefault(chunk.note_id, set()).update(terms(f"{chunk.title} {chunk.heading} {chunk.text}"))
+    recent = bool(RECENT.search(question))
+    dates = [latest_date(f"{s.heading} {s.text}") if recent else None for s in sentences]
+    note_latest: dict[str, tuple[int, int, int]] = {}
+    for s, date in zip(sentences, dates, strict=True):
+        if date and date > note_latest.get(s.note_id, (0, 0, 0)):
+            note_latest[s.note_id] = date
     rows = []
     for i, s in enumerate(sentences):
-        kinds = fact_kinds(s.text)
+        kinds = s.kinds
         rows.append(
             (
                 float(cosine[i]),
@@ -381,6 +424,7 @@ def sentence_features(
                 _share(subject, note_terms[s.note_id]),
                 math.log(len(s.text)),
                 float(bool(kinds)),
+                float(dates[i] is not None and dates[i] == note_latest.get(s.note_id)),
             )
         )
     return np.asarray(rows, dtype=np.float64)
@@ -390,8 +434,8 @@ def lead_sentence(sentences: Sequence[Sentence], features: Any, scores: Any, wan
     """The sentence an answer starts with: the fact first.
 
     The best-scoring sentence, unless it states none of the wanted kinds of fact and a sentence of
-    the same note within `gap` of it does ("we flushed again on 2025-10-11" before "Flushed the
-    water heater early").
+    the same note within `gap` of it does ("Total $145." before "The flush was done on …" when the
+    question asks what it cost).
     """
     best = int(scores.argmax())
     typed = features[:, SENTENCE_FEATURES.index("type_match")]
@@ -421,13 +465,13 @@ def question_features(
     note = sentences[best].note_id
     others = [float(scores[i]) for i, s in enumerate(sentences) if s.note_id != note]
     margin = min(MARGIN_CAP, float(scores[best]) - max(others)) if others else MARGIN_CAP
-    kinds: set[str] = set()
-    for s in sentences:
-        if s.note_id == note:
-            kinds |= fact_kinds(s.text)
+    # The refusal reads the facts the sentences themselves state (headings left out: a heading's date
+    # or name makes every sentence under it look typed, and the refusal then separates less on dev).
+    stated = [fact_kinds(s.text) for s in sentences]
+    kinds = set().union(*(k for s, k in zip(sentences, stated, strict=True) if s.note_id == note))
     type_found = len(wanted & kinds) / len(wanted) if wanted else 1.0
     subject = features[:, col("sentence_subject")]
-    typed = features[:, col("type_match")] if wanted else np.ones(len(sentences))
+    typed = np.array([len(wanted & k) / len(wanted) for k in stated]) if wanted else np.ones(len(sentences))
     return np.asarray(
         (
             float(scores[best]),
@@ -438,7 +482,7 @@ def question_features(
             missing(question, chunks),
             type_found,
             features[best, col("cosine")],
-            features[best, col("type_match")] if wanted else 1.0,
+            typed[best],
             float((subject * typed).max()),
             len(set(terms(question, generic=False))),
             best,
@@ -566,14 +610,14 @@ class SentencePicker:
             return gap > 0 and pair[1] >= best - gap - slack and pair[0].text != first.text
 
         chosen = [ranked[0]]
-        covered = fact_kinds(first.text)
+        covered = set(first.kinds)
         # A part of the question the first sentence leaves open ("... and who did it?") gets the best
         # sentence that has that kind of fact (a little further down is fine); then the rest by score.
         for kind in sorted(scored.wanted - covered):
             for pair in ranked[1:]:
-                if kind in fact_kinds(pair[0].text) and pair not in chosen and close(pair, slack=1.0):
+                if kind in pair[0].kinds and pair not in chosen and close(pair, slack=1.0):
                     chosen.append(pair)
-                    covered |= fact_kinds(pair[0].text)
+                    covered |= pair[0].kinds
                     break
         for pair in ranked[1:]:
             if len(chosen) >= w.max_sentences:
@@ -605,4 +649,9 @@ def render(picked: Picked) -> str:
         if picked.closest is None:
             return "The notes do not say: no note matched this question."
         return f"The notes do not say. The closest note is “{clean(picked.closest.title)}” [{picked.closest.note_id}]."
-    return " ".join(cite(s.text, s.note_id) for s, _ in picked.sentences)
+    quoted, heading = [], ""
+    for s, _ in picked.sentences:
+        text = s.quote(picked.wanted) if s.heading != heading else s.text  # a heading said once is enough
+        heading = s.heading if text != s.text else heading
+        quoted.append(cite(text, s.note_id))
+    return " ".join(quoted)

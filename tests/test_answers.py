@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from app.extractive import SentencePicker, Weights, fact_kinds, question_types, split_sentences
+from app.extractive import SentencePicker, Weights, fact_kinds, latest_date, question_types, split_sentences
 from app.grounding import check, facts, sentences
 from app.ui import escape_text, plain_text
 from core.retrieval import RetrievedChunk
@@ -85,12 +85,34 @@ def test_picker_answers_fact_first_with_citations(picker: SentencePicker) -> Non
     assert sentences(anode)[0].startswith("Replaced the magnesium anode rod with a Kelvara KA-44")
 
 
+def test_a_heading_that_states_the_fact_is_quoted_with_its_sentence(picker: SentencePicker) -> None:
+    """Under "## What Teo did, 2025-02-08" the list item says neither when nor who: the heading does."""
+    noise = chunk(
+        "water_heater-rumbling-noise-2025",
+        "## What Teo did, 2025-02-08\n\n1. Flushed the water heater early, following the how-to note.\n"
+        "2. Flushed three times with the cold inlet open.\n",
+        0.57,
+        "Water heater rumbling and popping noises",
+    )
+    text = picker.answer("When was the water heater flushed, and who did it?", [noise])
+    assert sentences(text)[0].startswith("What Teo did, 2025-02-08: Flushed the water heater early")
+    assert text.count("What Teo did") == 1  # a heading is said once
+
+
+def test_latest_date_reads_iso_and_month_forms() -> None:
+    assert latest_date("flushed on 2024-10-12 and again on 2025-10-11") == (2025, 10, 11)
+    assert latest_date("done in October 2024, checked March 3, 2023") == (2024, 10, 0)
+    assert latest_date("no date here") is None
+
+
 def test_supporting_sentences_come_from_the_first_sentences_note(picker: SentencePicker) -> None:
     """Another note's sentence is not added (each one cited a look-alike note: citation precision)."""
     text = picker.answer("When was the water heater last flushed, and who did it?", [FLUSH_NOTE, ANODE_NOTE])
     assert "[water_heater-anode-2023]" not in text
     both = SentencePicker(Weights(answer_above=0.0, other_note_gap=50.0))
-    assert "[water_heater-anode-2023]" in both.answer("When was the water heater last flushed?", [FLUSH_NOTE, ANODE_NOTE])
+    assert "[water_heater-anode-2023]" in both.answer(
+        "When was the water heater last flushed?", [FLUSH_NOTE, ANODE_NOTE]
+    )
 
 
 def test_only_the_best_sentences_are_embedded() -> None:

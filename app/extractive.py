@@ -198,21 +198,8 @@ class Weights:
         0.497,
         2.306,
     )
-    refusal: tuple[float, ...] = (
-        0.493,
-        0.198,
-        -0.124,
-        3.039,
-        -0.501,
-        1.601,
-        2.128,
-        4.988,
-        1.794,
-        -2.407,
-        0.736,
-        -12.897,
-    )
-    answer_above: float = 0.65
+    refusal: tuple[float, ...] = (0.488, 0.247, -0.348, 1.701, -0.88, 0.74, 1.393, 3.115, 1.354, -1.23, 0.691, -9.972)
+    answer_above: float = 0.55
     support_gap: float = 3.0  # a sentence of the first one's note supports it when it scores within this gap
     other_note_gap: float = 0.0  # the same, for a sentence from another note (0: never)
     max_sentences: int = 3

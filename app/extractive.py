@@ -1,17 +1,20 @@
 """The extractive answerer: the retrieved notes' own sentences that answer the question, each cited.
 
-It writes nothing of its own, so it cannot invent a fact: the answer is the best sentence first,
-then at most two supporting ones, each followed by its `[note-id]`. A sentence scores by
+It writes nothing of its own, so it cannot invent a fact: the answer is the fact first, then at most
+two supporting sentences of the same note, each followed by its `[note-id]`. A sentence scores by a
+weighted sum of `SENTENCE_FEATURES`, among them
 
-- its MiniLM cosine to the question (the embedding model retrieval already loaded; sentence
-  vectors are cached per chunk id, and a chunk id changes whenever its note does),
+- its MiniLM cosine to the question (the embedding model retrieval already loaded; only the
+  `embed_top` sentences that rank best without it are embedded, and vectors are cached by text),
 - BM25 over the retrieved sentences (exact words: vendors, parts, "anode"),
 - the question's type: *when* wants a date, *how much* an amount, *who* a person or company,
   *which model / part / invoice* a model-like number, *how many / how long* a number,
-- its chunk's retrieval score.
+- its chunk's and its note's retrieval score and rank, and how many of the question's subject
+  words the note title, the sentence and the note have.
 
-When even the best sentence scores low, the notes do not cover the question: it says so and
-names the closest note. The weights and the refusal threshold are tuned on the QA dev half
+A logistic regression over `QUESTION_FEATURES` (how well the lead sentence and its note match)
+decides when the notes do not cover the question: then it says so and names the closest note.
+The weights, the refusal model and its threshold are fit on the QA dev half
 (`python -m eval tune-extractive`, docs/results/answers.md); never on the test half.
 """
 
@@ -499,18 +502,17 @@ class SentencePicker:
         import numpy as np
 
         with self._lock:
-            todo = list(dict.fromkeys(t for t in texts if t not in self._cache))
+            known: dict[str, Any] = {t: self._cache[t] for t in texts if t in self._cache}
+            for text in known:
+                self._cache.move_to_end(text)
+        todo = [t for t in dict.fromkeys(texts) if t not in known]
         if todo:
             new = self.embed(todo)
+            known.update(zip(todo, new, strict=True))
             with self._lock:
                 self._cache.update(zip(todo, new, strict=True))
                 while len(self._cache) > CACHE_SENTENCES:
                     self._cache.popitem(last=False)
-                known = {t: self._cache.get(t) for t in texts}
-            known |= dict(zip(todo, new, strict=True))  # in case the cache just dropped one
-        else:
-            with self._lock:
-                known = {t: self._cache[t] for t in texts}
         return np.vstack([known[t] for t in texts]) if texts else np.zeros((0, 0), dtype=np.float32)
 
     def warm(self, chunks: Iterable[RetrievedChunk], batch: int = 256) -> int:

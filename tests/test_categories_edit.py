@@ -112,3 +112,87 @@ def test_add_solar_remove_fountain_refuse_refit_route(tmp_path, monkeypatch, cap
     router = load_router("embedding", from_env(), fallback=False).router
     route = router.route("the solar panels inverter is blinking red")
     assert route.category == "solar" and route.code == code
+
+
+@pytest.fixture
+def new_categories(tmp_path) -> Path:
+    """The edited categories file (solar added, fountain removed) with solar's code assigned."""
+    path = edited_categories(tmp_path / "categories.yaml")
+    path.write_text(assign_codes(path, lambda _: True)[0], encoding="utf-8")
+    return path
+
+
+def _adapted_head_of_old_categories(settings) -> None:
+    """A base head on the new categories and an adapted head, current for the (empty) store, still on the old ones."""
+    import shutil
+
+    from core.store import open_store
+    from router.adapt import adapted_dir, store_fingerprint
+    from router.meta import label_meta, read_meta, write_meta
+
+    committed = ROOT / "models" / "router-embedding"
+    base, adapted = settings.embedding_router_dir, adapted_dir(settings)
+    for folder in (base, adapted):
+        shutil.copytree(committed, folder, ignore=shutil.ignore_patterns("questions.npz"))
+    meta = read_meta(committed)
+    write_meta(base, {**meta, **label_meta(load_categories(settings.categories_file))})
+    store = open_store(settings, create=True)
+    write_meta(
+        adapted,
+        {**meta, "adapted_from": {"created": meta["created"]}, "store": {"fingerprint": store_fingerprint(store)}},
+    )
+
+
+@pytest.mark.parametrize(
+    ("backend", "command"),
+    [
+        ("embedding", "python -m finetune embedding"),
+        ("llm", "python -m finetune RECIPE.yaml --install"),
+        ("ensemble", "python -m finetune ensemble"),
+        ("ollama", "python -m finetune RECIPE.yaml && python -m finetune export runs/RECIPE --ollama"),
+        pytest.param("adapted", "python -m finetune embedding", marks=pytest.mark.slow),  # opens a Chroma store
+    ],
+)
+def test_every_router_refuses_other_categories_and_names_its_refit(
+    backend, command, new_categories, tmp_path, ollama_fake
+) -> None:
+    from core.settings import from_env
+    from router.meta import stale_routers
+    from router.ollama_router import CATEGORIES_KEY
+    from router.registry import load_router
+
+    models = ROOT / "models"
+    settings = from_env(
+        {},
+        categories_file=new_categories,
+        router_model_dir=models / "router-llm",
+        embedding_router_dir=models / "router-embedding",
+        ensemble_router_dir=models / "router-ensemble",
+        ollama_host=ollama_fake.url,
+        var_dir=tmp_path / "var",
+        store=tmp_path / "store",
+    )
+    labels = load_categories(new_categories)
+    old = load_categories(ROOT / "data" / "categories.yaml")
+    ollama_fake.models = [settings.ollama_router_model]
+    ollama_fake.model_info = {CATEGORIES_KEY: json.dumps([[c.id, c.code] for c in old.categories])}
+    assert set(stale_routers(settings, labels)) == {"embedding", "llm", "ensemble"}
+    if backend == "adapted":
+        settings = from_env({}, **{**vars(settings), "embedding_router_dir": tmp_path / "base"})
+        _adapted_head_of_old_categories(settings)
+        router = load_router("embedding", settings, labels, fallback=False).router  # the base is on the new ones
+        with pytest.raises(HousechatError, match=rf"other categories than {re.escape(str(new_categories))}"):
+            router.route("the solar inverter is blinking")  # the store's adapted head is not
+        return
+    with pytest.raises(HousechatError) as refused:
+        load_router(backend, settings, labels, fallback=False)
+    message = str(refused.value)
+    assert "other categories" in message and f"`{command}" in message and "('solar'," in message
+    # The fallback chain answers instead and says why.
+    if backend != "embedding":
+        route = load_router(backend, settings, labels).router.route("x")
+        assert route.backend == "off" and f"`{command}" in (route.fallback_reason or "")
+    # A served model exported with these very categories is taken.
+    if backend == "ollama":
+        ollama_fake.model_info = {CATEGORIES_KEY: json.dumps([[c.id, c.code] for c in labels.categories])}
+        assert load_router("ollama", settings, labels, fallback=False).name == "ollama"

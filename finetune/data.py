@@ -51,12 +51,12 @@ class Dropped:
 
         lines = []
         for label, by_source in sorted(self.counts.items()):
-            parts = ", ".join(f"{n} {source}" for source, n in by_source.items())
+            parts = ", ".join(f"{source}: {n}" for source, n in by_source.items())
             near = difflib.get_close_matches(label, labels.ids, n=1, cutoff=0.8)
             hint = f" (a typo for {near[0]!r}? fix those lines)" if near else ""
             lines.append(
                 f"dropped {sum(by_source.values())} examples labelled {label!r}, not a category in "
-                f"{labels.source}: {parts}{hint}"
+                f"{labels.source} ({parts}){hint}"
             )
         if lines:
             lines.append("(re-label them with a category in the file to train on them again)")

@@ -50,11 +50,18 @@ def make_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--output-dir", help="where the run goes (default runs/<recipe name>); the adapter lands in DIR/adapter"
     )
-    train.add_argument("--install", action="store_true", help="copy the best adapter to the router model dir")
+    train.add_argument(
+        "--install",
+        action="store_true",
+        help="copy the best adapter to the router model dir (the household's llm router; not with --labels-from-data)",
+    )
     train.add_argument("--threads", type=int, help="torch CPU threads (1 is faster on a loaded 2-core machine)")
 
     emb = sub.add_parser(
         "embedding",
+        description="Fit the embedding router on the routing questions (train + extra, tuned on val) and the "
+        "notes' paragraphs, or on --train-file/--val-file. Household questions and notes filed under a category "
+        "the categories file no longer holds are left out and counted per label.",
         help="fit the embedding router (MiniLM + char n-grams, logistic regression) on train + the notes, tune on val",
     )
     emb.add_argument(
@@ -87,7 +94,11 @@ def make_parser() -> argparse.ArgumentParser:
 
     cats = sub.add_parser(
         "categories",
-        help="assign codes to new categories in the categories file (opaque, unique, single tokens) and show the diff",
+        description="Give every category without a code one (opaque, unique, a single token for the SmolLM2 and "
+        "Qwen3 tokenizers; existing codes never change), rewrite the file keeping its comments, print the diff, "
+        "then list the routers on disk trained on other categories with the command that refits each.",
+        help="assign codes to new categories in the categories file (opaque, unique, single tokens), show the diff "
+        "and list the routers trained on other categories with their refit commands",
     )
     cats.add_argument(
         "--file", type=Path, help="categories file (default data/categories.yaml, env HOUSECHAT_CATEGORIES_FILE)"

@@ -52,7 +52,12 @@ def make_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--collection", metavar="NAME", help="collection name (default house_notes)")
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--check", action="store_true", help="validate only and count notes per category; write nothing")
+    mode.add_argument(
+        "--check",
+        action="store_true",
+        help="validate only and count notes per category (and name notes filed under a category not in the "
+        "categories file); write nothing",
+    )
     mode.add_argument("--dry-run", action="store_true", help="say what would change; write nothing")
     parser.add_argument(
         "--prune",

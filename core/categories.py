@@ -71,7 +71,7 @@ class LabelSet:
         """A fix hint for an unknown id: the nearest valid id, then the full list."""
         import difflib
 
-        near = difflib.get_close_matches(wrong.lower(), self.ids, n=1, cutoff=0.5)
+        near = difflib.get_close_matches(wrong.lower(), self.ids, n=1, cutoff=0.6)  # not fountain → flooring
         hint = f"did you mean {near[0]!r}? " if near else ""
         return f"{hint}valid ids: {', '.join(self.ids)}"
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.categories import LabelSet
-from core.errors import DataError, HousechatError, UnknownCategory
+from core.errors import DataError, HousechatError, UnknownCategory, echo
 from core.schemas import RoutingExample, read_qa, read_routing_examples, write_jsonl
 
 SPLITS = ("train", "val", "test")
@@ -226,6 +226,34 @@ def build_splits(pool_dir: Path, out_dir: Path, labels: LabelSet, seed: int = SE
     return report
 
 
+def _read_checked(path: Path, labels: LabelSet) -> tuple[list[RoutingExample], list[DataError]]:
+    """A routing file's examples under `labels`, with one problem per label the file does not hold.
+
+    A removed category leaves dozens of lines behind: they are one problem, naming its lines,
+    not one per line.
+    """
+    examples, errors = read_routing_examples(path)
+    outside: dict[str, list[int]] = {}
+    for example in examples:
+        if example.category not in labels:
+            outside.setdefault(example.category, []).append(example.line)
+    for label, lines in outside.items():
+        shown = ", ".join(map(str, lines[:8])) + (", ..." if len(lines) > 8 else "")
+        if len(lines) == 1:
+            errors.append(DataError(str(path), lines[0], f"unknown category {echo(label)}", labels.suggest(label)))
+            continue
+        errors.append(
+            DataError(
+                str(path),
+                lines[0],
+                f"{len(lines)} questions labelled {echo(label)}, not a category in {labels.source} (lines {shown})",
+                "re-label or delete them (a refit leaves them out meanwhile), or add the category back and run "
+                "`python -m finetune categories`",
+            )
+        )
+    return [e for e in examples if e.category in labels], sorted(errors, key=lambda e: e.line)
+
+
 def check_splits(split_dir: Path, labels: LabelSet, qa_files: list[Path]) -> DataReport:
     """Validate the splits: labels, counts, cross-split (near-)duplicates, QA questions kept out."""
     report = DataReport()
@@ -233,7 +261,7 @@ def check_splits(split_dir: Path, labels: LabelSet, qa_files: list[Path]) -> Dat
     digest = hashlib.sha256()
     for split in SPLITS:
         path = Path(split_dir) / f"{split}.jsonl"
-        examples, errors = read_routing_examples(path, known=set(labels.ids))
+        examples, errors = _read_checked(path, labels)
         per_split[split] = examples
         report.errors += errors
         report.counts[split] = Counter(e.category for e in examples)
@@ -245,7 +273,7 @@ def check_splits(split_dir: Path, labels: LabelSet, qa_files: list[Path]) -> Dat
     files = {s: Path(split_dir) / f"{s}.jsonl" for s in SPLITS}
     flat = [(s, files[s], e) for s in SPLITS for e in per_split[s]]
     for path in sorted((Path(split_dir) / "extra").glob("*.jsonl")):
-        examples, errors = read_routing_examples(path, known=set(labels.ids))
+        examples, errors = _read_checked(path, labels)
         report.errors += errors
         report.extra += len(examples)
         flat += [("train", path, e) for e in examples]

@@ -252,3 +252,34 @@ def test_every_router_refuses_other_categories_and_names_its_refit(
     if backend == "ollama":
         ollama_fake.model_info = {CATEGORIES_KEY: json.dumps([[c.id, c.code] for c in labels.categories])}
         assert load_router("ollama", settings, labels, fallback=False).name == "ollama"
+
+
+def test_ingest_check_names_the_notes_of_a_removed_category(new_categories, tmp_path, monkeypatch, capsys, write_note):
+    from ingest.cli import main
+
+    monkeypatch.setenv("HOUSECHAT_CATEGORIES_FILE", str(new_categories))
+    notes = tmp_path / "notes"
+    write_note(notes, "solar-inverter", "solar", "The inverter logs the panels' output.")
+    paths = [write_note(notes, f"fountain-{n}", "fountain", "The fountain pump is cleaned.") for n in range(7)]
+    assert main(["--check", str(notes)]) == 1
+    out, err = capsys.readouterr()
+    assert "1 valid notes" in out and "solar" in out
+    assert f"{paths[0]}:3: unknown category 'fountain' — valid ids: appliances" in err  # no look-alike offered
+    assert f"7 note(s) are filed under 'fountain', which is not in {new_categories}: {paths[0]}" in err
+    assert "and 2 more. Re-file each (change its `category:` line" in err and "Until then" not in err
+
+
+def test_data_check_reports_a_removed_category_once_per_file(new_categories, tmp_path) -> None:
+    from finetune.data import check_splits
+
+    rows = {"train": [*FOUNTAIN, SOLAR[0]], "val": [SOLAR[1]], "test": [SOLAR[2]]}
+    for split, questions in rows.items():
+        lines = [{"question": q, "category": "fountain" if q in FOUNTAIN else "solar"} for q in questions]
+        (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    report = check_splits(tmp_path, load_categories(new_categories), [])
+    assert [str(e) for e in report.errors] == [
+        f"{tmp_path / 'train.jsonl'}:1: 3 questions labelled 'fountain', not a category in {new_categories} "
+        "(lines 1, 2, 3) — re-label or delete them (a refit leaves them out meanwhile), or add the category back "
+        "and run `python -m finetune categories`"
+    ]
+    assert report.counts["train"]["solar"] == 1 and "fountain" not in report.counts["train"]

@@ -71,7 +71,7 @@ class LabelSet:
         """A fix hint for an unknown id: the nearest valid id, then the full list."""
         import difflib
 
-        near = difflib.get_close_matches(wrong.lower(), self.ids, n=1, cutoff=0.5)
+        near = difflib.get_close_matches(wrong.lower(), self.ids, n=1, cutoff=0.6)  # not fountain → flooring
         hint = f"did you mean {near[0]!r}? " if near else ""
         return f"{hint}valid ids: {', '.join(self.ids)}"
 
@@ -124,12 +124,20 @@ def load_categories(path: Path) -> LabelSet:
     return LabelSet(tuple(cats), source=str(path))
 
 
-def label_set_from_ids(ids: list[str], source: str = "<data>") -> LabelSet:
-    """A label set for external data: ids as given (sorted), codes AA, AB, ... in order."""
+def label_set_from_ids(ids: list[str], source: str = "<data>", usable: Callable[[str], bool] | None = None) -> LabelSet:
+    """A label set for external data: ids as given (sorted), codes AA, AB, ... in order.
+
+    `usable` skips codes a base model's tokenizer cannot take as one token (an LLM router reads a
+    single-token code from one logit).
+    """
     unique = sorted(set(ids))
     letters = string.ascii_uppercase
-    codes = ("".join(p) for p in itertools.product(letters, repeat=2))
-    cats = tuple(Category(i, next(codes), i.replace("_", " "), i.replace("_", " ")) for i in unique)
+    pairs = ("".join(p) for p in itertools.product(letters, repeat=2))
+    codes = (c for c in pairs if usable is None or usable(c))
+    try:
+        cats = tuple(Category(i, next(codes), i.replace("_", " "), i.replace("_", " ")) for i in unique)
+    except (StopIteration, RuntimeError):
+        raise HousechatError(f"{source}: {len(unique)} labels, more than the usable two-letter codes") from None
     return LabelSet(cats, source=source)
 
 

@@ -22,6 +22,14 @@ class DataError(HousechatError):
         super().__init__(f"{path}:{line}: {problem} — {fix}")
 
 
+class UnknownCategory(DataError):
+    """A note or example filed under a category the categories file does not hold (a typo, or a removed one)."""
+
+    def __init__(self, path: str, line: int, category: str, problem: str, fix: str) -> None:
+        super().__init__(path, line, problem, fix)
+        self.category = category
+
+
 def clip(text: str, limit: int) -> str:
     """`text` cut to `limit` characters, marked with an ellipsis when cut."""
     return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.categories import LabelSet
-from core.errors import MAX_ECHO_CHARS, DataError, clip, echo
+from core.categories import ASSIGN_CODES, LabelSet
+from core.errors import MAX_ECHO_CHARS, DataError, UnknownCategory, clip, echo
 from core.schemas import Note
 
 MAX_NOTE_BYTES = 1_000_000  # a house note is a few kB; anything this big is an export or an attachment
@@ -445,8 +445,12 @@ def _note(
             f"add a line `category: <id>`; valid ids: {', '.join(labels.ids)}",
         )
     if not isinstance(category, str) or category not in labels:
-        raise DataError(
-            shown, line("category"), f"unknown category {echo(category)}", labels.suggest(str(category)[:100])
+        raise UnknownCategory(
+            shown,
+            line("category"),
+            str(category)[:100],
+            f"unknown category {echo(category)}",
+            f"{labels.suggest(str(category)[:100])} (from {labels.source}); or add it there and run `{ASSIGN_CODES}`",
         )
     title = fields.get("title")
     if not isinstance(title, str) or not title.strip():

@@ -16,6 +16,7 @@ from core.settings import Settings, from_env
 if TYPE_CHECKING:
     from core.categories import LabelSet
     from core.schemas import RoutingExample
+    from finetune.data import Dropped
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -35,14 +36,32 @@ def make_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--dry-run", action="store_true", help="print the resolved config, data stats, steps; write nothing"
     )
-    train.add_argument("--train-file", help="external training data: JSONL question,category or CSV text,category")
-    train.add_argument("--val-file", help="external validation data (same formats)")
-    train.add_argument("--output-dir", help="where the run goes (default runs/<recipe name>)")
-    train.add_argument("--install", action="store_true", help="copy the best adapter to the router model dir")
+    train.add_argument(
+        "--train-file",
+        help="train on this labelled file instead of data/routing (JSONL question,category or CSV text,category)",
+    )
+    train.add_argument("--val-file", help="the validation file that goes with --train-file (same formats)")
+    train.add_argument(
+        "--labels-from-data",
+        action="store_true",
+        help="with --train-file: the label set is the files' own category names (codes assigned, single tokens "
+        "for the base), not the categories file",
+    )
+    train.add_argument(
+        "--output-dir", help="where the run goes (default runs/<recipe name>); the adapter lands in DIR/adapter"
+    )
+    train.add_argument(
+        "--install",
+        action="store_true",
+        help="copy the best adapter to the router model dir (the household's llm router; not with --labels-from-data)",
+    )
     train.add_argument("--threads", type=int, help="torch CPU threads (1 is faster on a loaded 2-core machine)")
 
     emb = sub.add_parser(
         "embedding",
+        description="Fit the embedding router on the routing questions (train + extra, tuned on val) and the "
+        "notes' paragraphs, or on --train-file/--val-file. Household questions and notes filed under a category "
+        "the categories file no longer holds are left out and counted per label.",
         help="fit the embedding router (MiniLM + char n-grams, logistic regression) on train + the notes, tune on val",
     )
     emb.add_argument(
@@ -75,7 +94,11 @@ def make_parser() -> argparse.ArgumentParser:
 
     cats = sub.add_parser(
         "categories",
-        help="assign codes to new categories in the categories file (opaque, unique, single tokens) and show the diff",
+        description="Give every category without a code one (opaque, unique, a single token for the SmolLM2 and "
+        "Qwen3 tokenizers; existing codes never change), rewrite the file keeping its comments, print the diff, "
+        "then list the routers on disk trained on other categories with the command that refits each.",
+        help="assign codes to new categories in the categories file (opaque, unique, single tokens), show the diff "
+        "and list the routers trained on other categories with their refit commands",
     )
     cats.add_argument(
         "--file", type=Path, help="categories file (default data/categories.yaml, env HOUSECHAT_CATEGORIES_FILE)"
@@ -134,10 +157,17 @@ def run_train(args: argparse.Namespace) -> int:
     from finetune.train import load_training_data, plan
 
     settings = from_env()
+    if args.install and args.labels_from_data:
+        raise HousechatError(
+            "--install makes the adapter the household's llm router, which must use the categories file — "
+            "drop --install and score the run with `python -m eval routing --test-file F --backends llm "
+            "--model OUTPUT_DIR/adapter`"
+        )
     recipe = load_recipe(
         Path(args.recipe),
         train_file=args.train_file,
         val_file=args.val_file,
+        labels_from_data=args.labels_from_data or None,
         output_dir=args.output_dir,
         threads=args.threads,
     )
@@ -160,10 +190,11 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_embedding(args: argparse.Namespace) -> int:
-    from finetune.data import note_examples
+    from finetune.data import Dropped, note_examples
     from router.embedding import fit
 
     settings = from_env()
+    dropped = Dropped()
     if args.train_file:
         labels, train, val, data_hash, embedder, provenance = _external_data(args, settings)
         extra: list[RoutingExample] = []
@@ -171,14 +202,16 @@ def run_embedding(args: argparse.Namespace) -> int:
     else:
         if args.val_file or args.labels_from_data:
             raise HousechatError("--val-file and --labels-from-data go with --train-file — give the training file")
-        labels, train, val, extra, data_hash = _household_data(settings)
+        labels, train, val, extra, data_hash = _household_data(settings, dropped)
         embedder, provenance = None, {}
         out = args.output_dir or settings.embedding_router_dir
     notes: list[RoutingExample] = []
     if not args.no_notes:
-        notes, notes_hash = note_examples(settings.notes_dir, labels)
+        notes, notes_hash = note_examples(settings.notes_dir, labels, dropped)
         data_hash = f"{data_hash}+notes:{notes_hash}"
         print(f"{len(notes)} note paragraphs from {settings.notes_dir} join the {len(train)} training questions")
+    if dropped.counts:
+        print(dropped.message(labels), file=sys.stderr)
     store = None
     if not args.no_vote:
         from core.store import open_store
@@ -194,20 +227,27 @@ def run_embedding(args: argparse.Namespace) -> int:
     return 0
 
 
-def _household_data(settings: Settings) -> tuple[LabelSet, list[RoutingExample], list[RoutingExample], list, str]:
-    """The household's routing splits (data/routing train + val + extra) and their hash."""
-    from core.schemas import read_routing_examples
-    from finetune.data import extra_examples, training_data_hash
+def _household_data(
+    settings: Settings, dropped: Dropped
+) -> tuple[LabelSet, list[RoutingExample], list[RoutingExample], list, str]:
+    """The household's routing splits (data/routing train + val + extra) and their hash.
+
+    Questions labelled with a category the categories file no longer holds are left out and
+    counted in `dropped`, so removing a category does not stop a refit.
+    """
+    from finetune.data import extra_examples, read_split, training_data_hash
 
     labels = load_categories(settings.categories_file)
     routing = settings.routing_data_dir
-    known = set(labels.ids)
-    train, errors = read_routing_examples(routing / "train.jsonl", known)
-    val, val_errors = read_routing_examples(routing / "val.jsonl", known)
-    if errors or val_errors:
-        raise HousechatError("\n".join(str(e) for e in errors + val_errors))
+    train = read_split(routing / "train.jsonl", labels, dropped, "train")
+    val = read_split(routing / "val.jsonl", labels, dropped, "val")
+    if not train or not val:
+        raise HousechatError(
+            f"{routing}: no training or validation question in the categories of {settings.categories_file} — "
+            "add questions for them to train.jsonl and val.jsonl"
+        )
     data_hash = training_data_hash(routing / "train.jsonl", routing / "val.jsonl")
-    extra, extra_hash = extra_examples(routing / "extra", labels)
+    extra, extra_hash = extra_examples(routing / "extra", labels, dropped)
     if extra:
         data_hash = f"{data_hash}+extra:{extra_hash}"
         print(f"{len(extra)} extra training questions from {routing / 'extra'} join train")
@@ -222,10 +262,8 @@ def _external_data(args: argparse.Namespace, settings: Settings) -> tuple[Any, .
     """
     from functools import partial
 
-    from core.categories import label_set_from_ids
     from core.models import embed_cached
-    from core.schemas import read_routing_examples
-    from finetune.data import training_data_hash
+    from finetune.data import labelled_files, training_data_hash
 
     if not args.val_file:
         raise HousechatError("--train-file needs --val-file (thresholds and weights are picked on it) — add one")
@@ -233,24 +271,8 @@ def _external_data(args: argparse.Namespace, settings: Settings) -> tuple[Any, .
         raise HousechatError(
             "--train-file needs --output-dir, so the household's own router is not overwritten — add one"
         )
-    known = None
-    if not args.labels_from_data:
-        labels = load_categories(settings.categories_file)
-        known = set(labels.ids)
-    train, errors = read_routing_examples(args.train_file, known)
-    val, val_errors = read_routing_examples(args.val_file, known)
-    for error in errors + val_errors:
-        print(error, file=sys.stderr)
-    if not train or not val:
-        raise HousechatError(
-            f"{args.train_file if not train else args.val_file}: no usable examples — fix the lines above"
-        )
-    if args.labels_from_data:
-        labels = label_set_from_ids([e.category for e in train + val], source=str(args.train_file))
-    missing = sorted(set(labels.ids) - {e.category for e in train})
-    if missing:
-        print(f"warning: no training example for {len(missing)} categories: {', '.join(missing[:10])}", file=sys.stderr)
-    print(f"{len(train)} training and {len(val)} validation questions, {len(labels)} categories", file=sys.stderr)
+    categories = None if args.labels_from_data else load_categories(settings.categories_file)
+    labels, train, val = labelled_files(args.train_file, args.val_file, categories)
     embedder = partial(embed_cached, cache_file=settings.var_dir / "embed-cache" / "minilm.npz")
     provenance = {
         "train_file": str(args.train_file),
@@ -272,6 +294,7 @@ def run_categories(args: argparse.Namespace) -> int:
     if not assigned:
         labels = load_categories(path)
         print(f"{path}: every category has a code ({len(labels)} categories); nothing to do")
+        _print_stale_routers(settings, labels)
         return 0
     old = Path(path).read_text(encoding="utf-8")
     sys.stdout.writelines(difflib.unified_diff(old.splitlines(True), text.splitlines(True), str(path), str(path)))
@@ -282,12 +305,27 @@ def run_categories(args: argparse.Namespace) -> int:
     tmp.write_text(text, encoding="utf-8")
     load_categories(tmp)  # the rewritten file must validate before it replaces the old one
     tmp.replace(path)
+    print(f"assigned {', '.join(f'{i}={c}' for i, c in assigned.items())} in {path}", file=sys.stderr)
+    _print_stale_routers(settings, load_categories(path))
+    return 0
+
+
+def _print_stale_routers(settings: Settings, labels: LabelSet) -> None:
+    """Say which router artifacts were trained on other categories than `labels`, and how to refit each."""
+    from router.meta import MAKE_OLLAMA, stale_routers
+
+    if Path(settings.categories_file).resolve() != Path(labels.source).resolve():
+        return  # another file than the one the routers are checked against
+    stale = stale_routers(settings, labels)
+    if not stale:
+        return
+    lines = [f"  {name} ({folder}): {make}" for name, (folder, make) in stale.items()]
     print(
-        f"assigned {', '.join(f'{i}={c}' for i, c in assigned.items())} in {path}; routers trained on the old "
-        "categories now refuse to load: refit with `python -m finetune embedding` (and your LLM recipe)",
+        "routers trained on other categories refuse to load until refit, in this order:\n"
+        + "\n".join(lines)
+        + f"\n  ollama (if you serve one): {MAKE_OLLAMA}, then `ollama create`",
         file=sys.stderr,
     )
-    return 0
 
 
 def run_install(args: argparse.Namespace) -> int:
@@ -300,15 +338,16 @@ def run_install(args: argparse.Namespace) -> int:
 
 
 def run_ensemble(args: argparse.Namespace) -> int:
-    from core.schemas import read_routing_examples
+    from finetune.data import Dropped, read_split
     from router.ensemble import fit_weight
     from router.registry import load_router
 
     settings = from_env()
     labels = load_categories(settings.categories_file)
-    val, errors = read_routing_examples(settings.routing_data_dir / "val.jsonl", set(labels.ids))
-    if errors:
-        raise HousechatError("\n".join(map(str, errors)))
+    dropped = Dropped()
+    val = read_split(settings.routing_data_dir / "val.jsonl", labels, dropped, "val")
+    if dropped.counts:
+        print(dropped.message(labels), file=sys.stderr)
     questions = [e.question for e in val]
     llm = load_router("llm", settings, labels, fallback=False).router.route_batch(questions)
     embedding = load_router("embedding", settings, labels, fallback=False).router.route_batch(questions)

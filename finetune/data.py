@@ -11,11 +11,12 @@ import hashlib
 import random
 import re
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.categories import LabelSet
-from core.errors import DataError, HousechatError
+from core.errors import DataError, HousechatError, UnknownCategory, echo
 from core.schemas import RoutingExample, read_qa, read_routing_examples, write_jsonl
 
 SPLITS = ("train", "val", "test")
@@ -24,12 +25,61 @@ SEED = 13
 NEAR_DUPLICATE_COSINE = 0.95
 
 
-def note_examples(notes_dir: Path, labels: LabelSet) -> tuple[list[RoutingExample], str]:
+@dataclass
+class Dropped:
+    """Examples a refit leaves out because their label is not in the categories file.
+
+    After a category is removed from the file, the household's own questions and notes still
+    carry it; a refit drops them (counted per label and source) instead of failing, and says so.
+    """
+
+    counts: dict[str, Counter[str]] = field(default_factory=dict)  # label -> source ("train", "notes", ...) -> n
+
+    def add(self, label: str, source: str, n: int = 1) -> None:
+        self.counts.setdefault(label, Counter())[source] += n
+
+    def keep(self, examples: list[RoutingExample], labels: LabelSet, source: str) -> list[RoutingExample]:
+        """The examples whose label is in `labels`; the others are counted under `source`."""
+        for example in examples:
+            if example.category not in labels:
+                self.add(example.category, source)
+        return [e for e in examples if e.category in labels]
+
+    def message(self, labels: LabelSet) -> str:
+        """One line per dropped label ('' when nothing was dropped), with a hint for a near-miss typo."""
+        import difflib
+
+        lines = []
+        for label, by_source in sorted(self.counts.items()):
+            parts = ", ".join(f"{source}: {n}" for source, n in by_source.items())
+            near = difflib.get_close_matches(label, labels.ids, n=1, cutoff=0.8)
+            hint = f" (a typo for {near[0]!r}? fix those lines)" if near else ""
+            lines.append(
+                f"dropped {sum(by_source.values())} examples labelled {label!r}, not a category in "
+                f"{labels.source} ({parts}){hint}"
+            )
+        if lines:
+            lines.append("(re-label them with a category in the file to train on them again)")
+        return "\n".join(lines)
+
+
+def read_split(path: Path, labels: LabelSet, dropped: Dropped, source: str) -> list[RoutingExample]:
+    """A routing file's examples under `labels`: a label outside them is dropped (counted), any other problem raises."""
+    examples, errors = read_routing_examples(path)
+    if errors:
+        raise HousechatError("\n".join(str(e) for e in errors[:20]) + f"\n{len(errors)} problem(s) in {path}")
+    return dropped.keep(examples, labels, source)
+
+
+def note_examples(
+    notes_dir: Path, labels: LabelSet, dropped: Dropped | None = None
+) -> tuple[list[RoutingExample], str]:
     """The house notes as extra routing examples: "title. paragraph" labelled with the note's category.
 
     The notes name the family's own vendors, products and people ("Truelevel", "Nico") that no
     routing question in train may mention; the router learns them from here. Notes are read by
     the same reader as ingest; one that does not validate is skipped (ingest reports why).
+    A note filed under a category not in `labels` is counted in `dropped`.
     Returns the examples and a hash of the notes.
     """
     from core.notes import find_note_files, read_note
@@ -40,6 +90,10 @@ def note_examples(notes_dir: Path, labels: LabelSet) -> tuple[list[RoutingExampl
         digest.update(path.name.encode() + b"\0" + text.encode())
         try:
             note = read_note(path, str(path), labels).note
+        except UnknownCategory as exc:
+            if dropped is not None:
+                dropped.add(exc.category, "notes")
+            continue
         except DataError:
             continue
         for paragraph in re.split(r"\n\s*\n", note.body):
@@ -49,18 +103,49 @@ def note_examples(notes_dir: Path, labels: LabelSet) -> tuple[list[RoutingExampl
     return examples, digest.hexdigest()[:16]
 
 
-def extra_examples(extra_dir: Path, labels: LabelSet) -> tuple[list[RoutingExample], str]:
-    """Extra training questions (`data/routing/extra/*.jsonl`): train only, never split into val or test."""
+def extra_examples(
+    extra_dir: Path, labels: LabelSet, dropped: Dropped | None = None
+) -> tuple[list[RoutingExample], str]:
+    """Extra training questions (`data/routing/extra/*.jsonl`): train only, never split into val or test.
+
+    A question labelled with a category not in `labels` is left out and counted in `dropped`.
+    """
+    dropped = dropped if dropped is not None else Dropped()
     examples, digest = [], hashlib.sha256()
-    errors: list[DataError] = []
     for path in sorted(Path(extra_dir).glob("*.jsonl")):
-        found, bad = read_routing_examples(path, known=set(labels.ids))
-        examples += found
-        errors += bad
+        examples += read_split(path, labels, dropped, "extra")
         digest.update(path.read_bytes())
-    if errors:
-        raise HousechatError("\n".join(str(e) for e in errors))
     return examples, digest.hexdigest()[:16] if examples else ""
+
+
+def labelled_files(
+    train_file: Path, val_file: Path, labels: LabelSet | None, usable: Callable[[str], bool] | None = None
+) -> tuple[LabelSet, list[RoutingExample], list[RoutingExample]]:
+    """Any labelled pair of files (JSONL question,category or CSV text,category) for `--train-file/--val-file`.
+
+    With `labels` (the categories file), a line whose label is not one of its ids is reported on
+    stderr and dropped; with None, the label set is the files' own names, with codes assigned
+    (`usable` says which codes a tokenizer can take as one token). Raises when a file has no
+    usable line.
+    """
+    import sys
+
+    from core.categories import label_set_from_ids
+
+    known = set(labels.ids) if labels is not None else None
+    train, errors = read_routing_examples(train_file, known)
+    val, val_errors = read_routing_examples(val_file, known)
+    for error in errors + val_errors:
+        print(error, file=sys.stderr)
+    if not train or not val:
+        raise HousechatError(f"{train_file if not train else val_file}: no usable examples — fix the lines above")
+    if labels is None:
+        labels = label_set_from_ids([e.category for e in train + val], source=str(train_file), usable=usable)
+    missing = sorted(set(labels.ids) - {e.category for e in train})
+    if missing:
+        print(f"warning: no training example for {len(missing)} categories: {', '.join(missing[:10])}", file=sys.stderr)
+    print(f"{len(train)} training and {len(val)} validation questions, {len(labels)} categories", file=sys.stderr)
+    return labels, train, val
 
 
 def training_data_hash(train_path: Path, val_path: Path) -> str:
@@ -141,6 +226,34 @@ def build_splits(pool_dir: Path, out_dir: Path, labels: LabelSet, seed: int = SE
     return report
 
 
+def _read_checked(path: Path, labels: LabelSet) -> tuple[list[RoutingExample], list[DataError]]:
+    """A routing file's examples under `labels`, with one problem per label the file does not hold.
+
+    A removed category leaves dozens of lines behind: they are one problem, naming its lines,
+    not one per line.
+    """
+    examples, errors = read_routing_examples(path)
+    outside: dict[str, list[int]] = {}
+    for example in examples:
+        if example.category not in labels:
+            outside.setdefault(example.category, []).append(example.line)
+    for label, lines in outside.items():
+        shown = ", ".join(map(str, lines[:8])) + (", ..." if len(lines) > 8 else "")
+        if len(lines) == 1:
+            errors.append(DataError(str(path), lines[0], f"unknown category {echo(label)}", labels.suggest(label)))
+            continue
+        errors.append(
+            DataError(
+                str(path),
+                lines[0],
+                f"{len(lines)} questions labelled {echo(label)}, not a category in {labels.source} (lines {shown})",
+                "re-label or delete them (a refit leaves them out meanwhile), or add the category back and run "
+                "`python -m finetune categories`",
+            )
+        )
+    return [e for e in examples if e.category in labels], sorted(errors, key=lambda e: e.line)
+
+
 def check_splits(split_dir: Path, labels: LabelSet, qa_files: list[Path]) -> DataReport:
     """Validate the splits: labels, counts, cross-split (near-)duplicates, QA questions kept out."""
     report = DataReport()
@@ -148,7 +261,7 @@ def check_splits(split_dir: Path, labels: LabelSet, qa_files: list[Path]) -> Dat
     digest = hashlib.sha256()
     for split in SPLITS:
         path = Path(split_dir) / f"{split}.jsonl"
-        examples, errors = read_routing_examples(path, known=set(labels.ids))
+        examples, errors = _read_checked(path, labels)
         per_split[split] = examples
         report.errors += errors
         report.counts[split] = Counter(e.category for e in examples)
@@ -160,7 +273,7 @@ def check_splits(split_dir: Path, labels: LabelSet, qa_files: list[Path]) -> Dat
     files = {s: Path(split_dir) / f"{s}.jsonl" for s in SPLITS}
     flat = [(s, files[s], e) for s in SPLITS for e in per_split[s]]
     for path in sorted((Path(split_dir) / "extra").glob("*.jsonl")):
-        examples, errors = read_routing_examples(path, known=set(labels.ids))
+        examples, errors = _read_checked(path, labels)
         report.errors += errors
         report.extra += len(examples)
         flat += [("train", path, e) for e in examples]

@@ -19,7 +19,7 @@ from core.errors import HousechatError
 from core.models import SMOLLM2, smollm2_gguf_path
 from core.settings import OLLAMA_ROUTER_MODEL, Settings
 from router.meta import read_meta, write_meta
-from router.ollama_router import POLICY_KEY
+from router.ollama_router import CATEGORIES_KEY, POLICY_KEY
 
 ARCH_BY_MODEL_TYPE = {"llama": "llama", "qwen3": "qwen3"}
 
@@ -83,11 +83,18 @@ def gguf_tensors(model: Any) -> list[tuple[str, Any]]:
 
 
 def write_gguf(
-    model: Any, tokenizer: Any, base_model: str, path: Path, thresholds: dict[str, float] | None = None
+    model: Any,
+    tokenizer: Any,
+    base_model: str,
+    path: Path,
+    thresholds: dict[str, float] | None = None,
+    categories: list[dict[str, str]] | None = None,
 ) -> Path:
     """Write the merged model as an F32 GGUF that transformers and llama.cpp/Ollama can load.
 
-    `thresholds` (the filter policy tuned on val) go in as a key/value the `ollama` router reads back.
+    `thresholds` (the filter policy tuned on val) and `categories` (the label set it was trained
+    on, from meta.json) go in as key/values the `ollama` router reads back: it refuses a served
+    model trained on other categories than the file.
     """
     import gguf
 
@@ -103,6 +110,8 @@ def write_gguf(
     writer.add_file_type(gguf.LlamaFileType.ALL_F32)
     if thresholds:
         writer.add_string(POLICY_KEY, json.dumps(thresholds))
+    if categories:
+        writer.add_string(CATEGORIES_KEY, json.dumps([[c["id"], c["code"]] for c in categories]))
     for name, data in gguf_tensors(model):
         writer.add_tensor(name, data)
     writer.write_header_to_file()
@@ -216,7 +225,12 @@ def export(
     written = {"merged": out_dir / "merged"}
     if want_gguf or want_ollama:
         written["gguf"] = write_gguf(
-            model, tokenizer, meta["base_model"], out_dir / "router.gguf", meta.get("thresholds")
+            model,
+            tokenizer,
+            meta["base_model"],
+            out_dir / "router.gguf",
+            meta.get("thresholds"),
+            meta.get("categories"),
         )
     if want_ollama:
         labels = labels_from_meta(meta, str(run_dir))

@@ -44,6 +44,7 @@ class Recipe:
     threads: int = 0  # torch CPU threads; 0 = torch's default. On a loaded 2-core box 1 is faster.
     train_file: str | None = None
     val_file: str | None = None
+    labels_from_data: bool = False  # with train_file: the files' own labels (codes assigned), not the categories file
     output_dir: str | None = None  # default runs/<name>
 
     def out_dir(self, runs_dir: Path) -> Path:

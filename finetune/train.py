@@ -11,16 +11,17 @@ import json
 import math
 import random
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from core import prompt
-from core.categories import LabelSet, label_set_from_ids, load_categories
+from core.categories import LabelSet, load_categories
 from core.errors import HousechatError
 from core.models import SMOLLM2, TINY_QWEN3, file_hash, load_causal_lm, resolve_base
-from core.schemas import RoutingExample, read_routing_examples
+from core.schemas import RoutingExample
 from core.settings import Settings
 from finetune.data import training_data_hash
 from finetune.recipe import Recipe
@@ -39,22 +40,33 @@ class TrainingData:
 
 
 def load_training_data(recipe: Recipe, settings: Settings) -> TrainingData:
-    """Train and val examples (never test), the label set, and a hash of the files used."""
+    """Train and val examples (never test), the label set, and a hash of the files used.
+
+    The household's splits, or `train_file`/`val_file` (any labelled files) under the categories
+    file's labels or, with `labels_from_data`, their own (codes assigned among the base
+    tokenizer's single tokens). Household questions labelled with a category the file no longer
+    holds are left out and counted on stderr.
+    """
+    from finetune.data import Dropped, labelled_files, read_split
+
     routing = settings.routing_data_dir
     train_path = Path(recipe.train_file) if recipe.train_file else routing / "train.jsonl"
     val_path = Path(recipe.val_file) if recipe.val_file else routing / "val.jsonl"
     if recipe.train_file:
-        # External intent data: its own label set, codes assigned automatically.
-        train, errors = read_routing_examples(train_path)
-        val, val_errors = read_routing_examples(val_path)
-        labels = label_set_from_ids([e.category for e in train + val], source=str(train_path))
+        if not recipe.val_file:
+            raise HousechatError("--train-file needs --val-file (the best step is picked on it) — add one")
+        categories = None if recipe.labels_from_data else load_categories(settings.categories_file)
+        usable = single_token_for(recipe.base_model, settings.var_dir) if recipe.label_format == "codes" else None
+        labels, train, val = labelled_files(train_path, val_path, categories, usable)
     else:
+        if recipe.val_file or recipe.labels_from_data:
+            raise HousechatError("--val-file and --labels-from-data go with --train-file — give the training file")
         labels = load_categories(settings.categories_file)
-        train, errors = read_routing_examples(train_path, known=set(labels.ids))
-        val, val_errors = read_routing_examples(val_path, known=set(labels.ids))
-    problems = errors + val_errors
-    if problems:
-        raise HousechatError("\n".join(str(p) for p in problems[:20]) + f"\n{len(problems)} problem(s) in the data")
+        dropped = Dropped()
+        train = read_split(train_path, labels, dropped, "train")
+        val = read_split(val_path, labels, dropped, "val")
+        if dropped.counts:
+            print(dropped.message(labels), file=sys.stderr)
     digest = training_data_hash(train_path, val_path)
     rng = random.Random(recipe.seed)
     if recipe.max_train_examples:
@@ -62,6 +74,18 @@ def load_training_data(recipe: Recipe, settings: Settings) -> TrainingData:
     if recipe.max_val_examples:
         val = rng.sample(val, min(recipe.max_val_examples, len(val)))
     return TrainingData(labels, train, val, digest, f"{train_path} + {val_path}")
+
+
+def single_token_for(base: str, var_dir: Path) -> Callable[[str], bool]:
+    """Is a code one token for this base model's tokenizer (so the router reads it from one logit)?"""
+    from transformers import AutoTokenizer
+
+    from core.models import offline_env
+
+    if base.startswith(("embedded:", "tiny:")) or Path(base).exists():
+        offline_env()
+    tokenizer = AutoTokenizer.from_pretrained(resolve_base(base, var_dir))
+    return lambda code: len(tokenizer.encode(code, add_special_tokens=False)) == 1
 
 
 def rows_for(

@@ -52,7 +52,12 @@ def make_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--collection", metavar="NAME", help="collection name (default house_notes)")
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--check", action="store_true", help="validate only and count notes per category; write nothing")
+    mode.add_argument(
+        "--check",
+        action="store_true",
+        help="validate only and count notes per category (and name notes filed under a category not in the "
+        "categories file); write nothing",
+    )
     mode.add_argument("--dry-run", action="store_true", help="say what would change; write nothing")
     parser.add_argument(
         "--prune",
@@ -80,6 +85,7 @@ def _run(args: argparse.Namespace) -> int:
 
         report = check(paths, labels, settings.home)
         _print_check(report, args.json)
+        _explain_unknown_categories(report.errors, str(settings.categories_file), stored=False)
         return 1 if report.errors else 0
 
     from core.store import StoreMissing, open_store
@@ -94,6 +100,7 @@ def _run(args: argparse.Namespace) -> int:
     with _progress() as progress:
         summary = sync(paths, store, labels, settings.home, dry_run=args.dry_run, progress=progress, prune=args.prune)
     _print_summary(summary, store.location if store else "", args.json)
+    _explain_unknown_categories(summary.errors, str(settings.categories_file), stored=True)
     if summary.held_back:
         print(f"error: {summary.held_reason}", file=sys.stderr)
     return 1 if summary.errors or summary.held_back else 0
@@ -132,6 +139,24 @@ def _print_errors(errors: list[DataError]) -> None:
         print(
             f"{len(errors)} problem(s): those notes were skipped and anything already stored for them was kept — "
             "fix them and run again",
+            file=sys.stderr,
+        )
+
+
+def _explain_unknown_categories(errors: list[DataError], categories_file: str, stored: bool) -> None:
+    """One paragraph per category the notes use but the categories file does not hold (on stderr).
+
+    A removed category leaves its notes behind; each line above names one, this says what to do.
+    """
+    from ingest.pipeline import unknown_categories
+
+    for category, paths in unknown_categories(errors).items():
+        shown = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+        kept = " Until then the store keeps the version it last ingested of each." if stored else ""
+        print(
+            f"{len(paths)} note(s) are filed under {category!r}, which is not in {categories_file}: {shown}. "
+            f"Re-file each (change its `category:` line to a category in the file) or delete it; or, to keep "
+            f"{category!r}, add it back to {categories_file} and run `python -m finetune categories`.{kept}",
             file=sys.stderr,
         )
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from core.categories import LabelSet
-from core.errors import DataError
+from core.errors import DataError, UnknownCategory
 from core.notes import Corpus, NoteFile, path_gone, read_notes
 from core.store import ChunkMeta, NoteEntry, NoteStore, NoteVersion, indexed_text
 from ingest.chunking import CHUNKER_ID, Chunk, chunk_note
@@ -76,6 +76,7 @@ class Summary:
             "held_back": len(self.held_back),
             "chunks": self.chunks,
             "errors": [error_json(e) for e in self.errors],
+            "unknown_categories": unknown_categories(self.errors),
             "notes": {
                 "added": self.added,
                 "updated": self.updated,
@@ -105,12 +106,25 @@ class CheckReport:
             "chunks": self.chunks,
             "categories": self.per_category,
             "errors": [error_json(e) for e in self.errors],
+            "unknown_categories": unknown_categories(self.errors),
         }
 
 
 def error_json(error: DataError) -> dict[str, Any]:
     """A data error as `{"path", "line", "message"}`."""
     return {"path": error.path, "line": error.line, "message": f"{error.problem} — {error.fix}"}
+
+
+def unknown_categories(errors: list[DataError]) -> dict[str, list[str]]:
+    """The notes filed under a category the categories file does not hold: {category: [paths]}.
+
+    After a category is removed from the file, its notes land here until they are re-filed.
+    """
+    found: dict[str, list[str]] = {}
+    for error in errors:
+        if isinstance(error, UnknownCategory):
+            found.setdefault(error.category, []).append(error.path)
+    return found
 
 
 def version_hash(file: NoteFile) -> str:

@@ -8,12 +8,14 @@ from typing import Any
 
 from core.categories import LabelSet
 from core.errors import HousechatError
+from core.settings import Settings
 
 # The command that makes (or remakes) each kind of router artifact, said in every "missing" or
 # "trained on other categories" message so the fix fits the router at hand.
 MAKE_LLM = "python -m finetune RECIPE.yaml --install"
 MAKE_EMBEDDING = "python -m finetune embedding"
 MAKE_ENSEMBLE = "python -m finetune ensemble"
+MAKE_OLLAMA = "python -m finetune RECIPE.yaml && python -m finetune export runs/RECIPE --ollama"
 
 
 def read_meta(model_dir: Path, make: str = MAKE_LLM) -> dict[str, Any]:
@@ -44,6 +46,28 @@ def check_labels(meta: dict[str, Any], labels: LabelSet, where: Path, make: str)
             f"(differences: {diff[:6]}) — remake it with `{make}`, or point "
             "HOUSECHAT_CATEGORIES_FILE at the categories it was trained on"
         )
+
+
+def stale_routers(settings: Settings, labels: LabelSet) -> dict[str, tuple[Path, str]]:
+    """The router artifacts on disk trained on other categories than `labels`: {name: (folder, refit command)}.
+
+    In refit order: the ensemble mixes the other two, so it comes last. A folder without a
+    meta.json is not listed (nothing to refit there).
+    """
+    found = {}
+    for name, folder, make in (
+        ("embedding", settings.embedding_router_dir, MAKE_EMBEDDING),
+        ("llm", settings.router_model_dir, MAKE_LLM),
+        ("ensemble", settings.ensemble_router_dir, f"{MAKE_ENSEMBLE} (after the llm and embedding refits)"),
+    ):
+        path = Path(folder) / "meta.json"
+        if not path.exists():
+            continue
+        try:
+            check_labels(read_meta(folder, make), labels, Path(folder), make)
+        except HousechatError:
+            found[name] = (Path(folder), make)
+    return found
 
 
 def write_meta(model_dir: Path, meta: dict[str, Any]) -> None:

@@ -17,9 +17,11 @@ from core import prompt
 from core.categories import LabelSet
 from core.errors import HousechatError
 from router.base import Route
+from router.meta import MAKE_OLLAMA
 from router.policy import FilterPolicy
 
 POLICY_KEY = "housechat.filter_policy"  # GGUF key/value: the thresholds as JSON (finetune export writes it)
+CATEGORIES_KEY = "housechat.categories"  # GGUF key/value: [[id, code], ...] the model was trained on
 
 
 class OllamaRouter:
@@ -56,16 +58,42 @@ class OllamaRouter:
                 "and run the `ollama create` line it prints"
             )
 
-    def policy(self) -> FilterPolicy:
-        """The thresholds the exported model carries (`ollama show`); the defaults when it has none."""
+    def _model_info(self) -> dict[str, Any]:
+        """The served model's GGUF key/values (`ollama show`)."""
         import httpx
         import ollama
 
         try:
-            info = self.client.show(self.model).modelinfo or {}
+            return dict(self.client.show(self.model).modelinfo or {})
         except (ConnectionError, httpx.HTTPError, ollama.ResponseError) as exc:
             raise HousechatError(f"Ollama could not describe {self.model!r} ({exc}) — is `ollama serve` up?") from None
-        raw = info.get(POLICY_KEY)
+
+    def check_labels(self) -> None:
+        """Refuse a served model trained on other categories (its codes would mean other things).
+
+        The export writes the label set into the GGUF (`CATEGORIES_KEY`); a model exported before
+        that carries none and is taken as it is.
+        """
+        raw = self._model_info().get(CATEGORIES_KEY)
+        if raw is None:
+            return
+        try:
+            theirs = {str(i): str(c) for i, c in json.loads(raw)}
+        except (json.JSONDecodeError, TypeError, ValueError):
+            theirs = {}
+        ours = {c.id: c.code for c in self.labels.categories}
+        if theirs != ours:
+            diff = sorted(set(theirs.items()) ^ set(ours.items()))
+            raise HousechatError(
+                f"Ollama model {self.model!r} was trained on other categories than {self.labels.source} "
+                f"(differences: {diff[:6]}) — remake it with `{MAKE_OLLAMA}` and the "
+                "`ollama create` line that prints, or point "
+                "HOUSECHAT_CATEGORIES_FILE at the categories it was trained on"
+            )
+
+    def policy(self) -> FilterPolicy:
+        """The thresholds the exported model carries (`ollama show`); the defaults when it has none."""
+        raw = self._model_info().get(POLICY_KEY)
         try:
             return FilterPolicy.from_json(json.loads(raw)) if raw else FilterPolicy()
         except (json.JSONDecodeError, TypeError, ValueError):

@@ -100,6 +100,7 @@ def _ollama(settings: Settings, labels: LabelSet) -> LoadedRouter:
 
     router = OllamaRouter(settings.ollama_host, settings.ollama_router_model, labels)
     router.check()
+    router.check_labels()
     return LoadedRouter(router, router.policy(), "ollama")
 
 
@@ -167,7 +168,11 @@ class FallbackRouter:
 
 
 def _noted(route: Route, reason: str | None) -> Route:
-    route.fallback_reason = route.fallback_reason or reason
+    """`route` with `reason` in front of any reason a later router in the chain gave (llm, then embedding)."""
+    if reason and route.fallback_reason and reason not in route.fallback_reason:
+        route.fallback_reason = f"{reason}; {route.fallback_reason}"
+    else:
+        route.fallback_reason = route.fallback_reason or reason
     return route
 
 
@@ -229,7 +234,9 @@ def availability(settings: Settings) -> dict[str, str | None]:
     try:
         from router.ollama_router import OllamaRouter
 
-        OllamaRouter(settings.ollama_host, settings.ollama_router_model, labels, timeout=3).check()
+        served = OllamaRouter(settings.ollama_host, settings.ollama_router_model, labels, timeout=3)
+        served.check()
+        served.check_labels()
         result["ollama"] = None
     except HousechatError as exc:
         result["ollama"] = str(exc)

@@ -181,10 +181,13 @@ def test_export_tiny_qwen3_gguf_round_trip(smoke_run: Path, tmp_path: Path, caps
     # The filter thresholds travel in the GGUF, where `ollama show` (and so the ollama router) finds them.
     import gguf
 
-    from router.ollama_router import POLICY_KEY
+    from router.ollama_router import CATEGORIES_KEY, POLICY_KEY
 
-    stored = gguf.GGUFReader(str(out / "router.gguf")).fields[POLICY_KEY].contents()
-    assert json.loads(stored) == json.loads((smoke_run / "adapter" / "meta.json").read_text())["thresholds"]
+    fields = gguf.GGUFReader(str(out / "router.gguf")).fields
+    meta = json.loads((smoke_run / "adapter" / "meta.json").read_text())
+    assert json.loads(fields[POLICY_KEY].contents()) == meta["thresholds"]
+    # So do the categories, which the ollama router checks against the categories file.
+    assert json.loads(fields[CATEGORIES_KEY].contents()) == [[c["id"], c["code"]] for c in meta["categories"]]
     _same_predictions(out)
 
 

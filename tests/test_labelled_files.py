@@ -124,3 +124,56 @@ def test_embed_cached_returns_the_same_vectors_and_embeds_each_text_once(tmp_pat
     assert calls == [["a new one"]]
     assert np.allclose(again[0], first[1]) and np.allclose(again[2], first[0])
     assert np.allclose(again[1], real(["a new one"])[0], atol=1e-6)
+
+
+TINY_RECIPE = (
+    "base_model: tiny:qwen3\nlabel_format: codes\nengine: trl\nlora_r: 4\nlora_alpha: 8\nmax_steps: 2\nbatch_size: 4\n"
+)
+
+
+def test_llm_recipe_takes_a_labelled_file_with_its_own_labels(intent_files, tmp_path, capsys) -> None:
+    from finetune.cli import main
+
+    train, val, _ = intent_files
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(TINY_RECIPE)
+    files = ["--train-file", str(train), "--val-file", str(val)]
+    assert main([str(recipe), *files, "--labels-from-data", "--dry-run"]) == 0
+    plan = json.loads(capsys.readouterr().out)["plan"]
+    assert (plan["labels"], plan["train_examples"], plan["val_examples"]) == (3, 12, 3)
+    # Without --labels-from-data the labels must be the categories file's ids.
+    assert main([str(recipe), *files, "--dry-run"]) == 1
+    err = capsys.readouterr().err
+    assert f"{train}:2: unknown category 'card_arrival'" in err and "no usable examples" in err
+    assert main([str(recipe), "--train-file", str(train), "--labels-from-data", "--dry-run"]) == 1
+    assert "--train-file needs --val-file" in capsys.readouterr().err
+    # The household's llm router is never replaced by one on another label set.
+    assert main([str(recipe), *files, "--labels-from-data", "--install"]) == 1
+    assert "--install makes the adapter the household's llm router" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # trains a tiny Qwen3 for 2 steps and scores it
+def test_any_labelled_file_trains_an_llm_router_that_eval_scores_in_its_own_folder(
+    intent_files, tmp_path, capsys
+) -> None:
+    from eval.cli import main as eval_main
+    from finetune.cli import main as finetune_main
+    from finetune.train import single_token_for
+
+    train, val, test = intent_files
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(TINY_RECIPE)
+    out = tmp_path / "intents-llm"
+    command = [str(recipe), "--train-file", str(train), "--val-file", str(val), "--labels-from-data"]
+    assert finetune_main([*command, "--output-dir", str(out), "--threads", "1"]) == 0
+    meta = json.loads((out / "adapter" / "meta.json").read_text())
+    assert [c["id"] for c in meta["categories"]] == sorted(INTENTS)
+    one_token = single_token_for("tiny:qwen3", Path(__file__).resolve().parent.parent / "var")
+    assert all(one_token(c["code"]) for c in meta["categories"])
+    assert meta["recipe"]["labels_from_data"] and meta["recipe"]["train_file"] == str(train)
+    capsys.readouterr()
+    score = ["routing", "--test-file", str(test), "--backends", "llm", "--model", str(out / "adapter")]
+    assert eval_main([*score, "--report", str(tmp_path / "reports"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["n"] == 3 and set(summary["backends"]) == {"llm"}  # a 2-step random model: no accuracy bar
+    assert summary["backends"]["llm"]["invalid_rate"] == 0.0

@@ -480,7 +480,9 @@ class NoteStore:
             ]
             for category, rows in _by_category(stale, lambda r: r[1]).items():
                 partition = self._partition(category, create=False)
-                for batch in _batches([cid for cid, _ in rows], self._max_batch) if partition is not None else []:
+                if partition is None:
+                    continue
+                for batch in _batches([cid for cid, _ in rows], self._max_batch):
                     partition.delete(ids=batch)
             for batch in _batches([cid for cid, _ in stale], self._max_batch):
                 self._chunks.delete(ids=batch)

@@ -15,7 +15,9 @@ A store is two Chroma collections:
   the ledger: every record in a category collection is also in it, because writes go to the whole
   collection first and deletes to the category collections first, and stale chunks are found
   through the whole collection. A store made before these collections existed searches with the
-  plain filter until `build_partitions()` (run by every ingest) has copied its chunks over.
+  plain filter until `build_partitions()` (run by every ingest) has copied its chunks over. When
+  a writer finds the whole collection empty (new, or deleted to rebuild it), it drops any category
+  collections left over from before.
 
 Chroma has no transactions, so the registry is the commit point. Writing a new version of a note:
 
@@ -268,6 +270,19 @@ class NoteStore:
         # Whether filtered searches use the category collections: True once they hold every chunk
         # (a new store starts that way). Set it False to measure or compare Chroma's plain filter.
         self.partitioned = bool((self._chunks.metadata or {}).get(PARTITIONS_KEY))
+        if create and self.partitioned and self._chunks.count() == 0:
+            self._drop_orphan_partitions()
+
+    def _drop_orphan_partitions(self) -> None:
+        """Drop category collections left by a whole collection that was deleted (e.g. to rebuild it).
+
+        Category collections hold a subset of the whole collection, so with the whole one empty
+        anything they hold is left over from before and must go (it may even be another encoder's).
+        """
+        prefix = self.name + PARTITION_INFIX
+        for collection in self._client.list_collections():
+            if collection.name.startswith(prefix) and (collection.metadata or {}).get("partition_of") == self.name:
+                self._client.delete_collection(collection.name)
 
     # -- opening -------------------------------------------------------------------------------
 

@@ -543,3 +543,16 @@ def test_a_store_from_before_category_collections_keeps_working_and_gets_them(
         assert set(rebuilt._partition(category, create=False).get(include=[])["ids"]) == ids
     after = retrieve(rebuilt, question, k=3, where={"category": "pool"})
     assert [c.id for c in after.chunks] == [c.id for c in before.chunks]
+
+
+def test_a_deleted_whole_collection_takes_its_category_collections_along(store_settings: Settings) -> None:
+    settings = store_settings
+    store = open_store(settings, embedder=hashed_embedder())
+    fill(store, notes=12)
+    # What a rebuild does: drop the whole collection and the registry, then ingest again.
+    for name in (store.name, store.name + "-notes"):
+        store._client.delete_collection(name)
+    rebuilt = open_store(settings, embedder=hashed_embedder())
+    assert partition_ids(rebuilt) == {}
+    fill(rebuilt, notes=6)
+    assert rebuilt.partitioned and partition_ids(rebuilt) == whole_ids(rebuilt)

@@ -8,24 +8,38 @@ A store is two Chroma collections:
   metadata records the embedding model and dimension; opening it with another model is refused.
 - `<name>-notes`: the note registry, one record per note: the content hash of its *live* version,
   its path, title, category, chunk count and a `dirty` flag.
+- `<name>-cat-<category>`, one per category: a copy of that category's chunk records (same ids,
+  vectors, documents and metadata). A `{"category": c}` search (or `$in` a few categories) queries
+  these small collections instead of filtering the whole one, which Chroma does slowly as the store
+  grows (~20x an unfiltered search at 100k chunks, docs/results/ingest.md). The whole collection is
+  the ledger: every record in a category collection is also in it, because writes go to the whole
+  collection first and deletes to the category collections first, and stale chunks are found
+  through the whole collection. A store made before these collections existed searches with the
+  plain filter until `build_partitions()` (run by every ingest) has copied its chunks over. When
+  a writer finds the whole collection empty (new, or deleted to rebuild it), it drops any category
+  collections left over from before.
 
 Chroma has no transactions, so the registry is the commit point. Writing a new version of a note:
 
 1. mark the note dirty in the registry (it still names the old version);
-2. upsert the new version's chunks under new ids (the hash is part of the id);
+2. upsert the new version's chunks under new ids (the hash is part of the id), into the whole
+   collection and then into the category collection;
 3. commit: the registry now names the new hash (one record write, atomic);
-4. delete the chunks of every other version of that note;
+4. delete the chunks of every other version of that note (category collections, then the whole one);
 5. clear the dirty flag.
 
-Readers keep only chunks whose hash is the one the registry names, so at any moment a note is
-seen as its old version or its new one, never a mix, and never nothing. A run killed anywhere
-leaves dirty records; `recover()` (run at the start of every ingest) deletes their stale chunks.
+Readers keep only chunks whose hash is the one the registry names, whichever collection they came
+from, so at any moment a note is seen as its old version or its new one, never a mix, and never
+nothing. A run killed anywhere leaves dirty records; `recover()` (run at the start of every ingest)
+deletes their stale chunks.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, ParamSpec, TypeVar
@@ -39,6 +53,9 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 REGISTRY_SUFFIX = "-notes"
+PARTITION_INFIX = "-cat-"
+PARTITIONS_KEY = "category_partitions"  # chunks collection metadata: 1 once every chunk is in its category's collection
+_COSINE = {"hnsw": {"space": "cosine"}}
 LAYOUT_VERSION = 1
 _STALE_RETRIES = 4  # a reader re-queries at most this often while a writer swaps versions
 
@@ -246,9 +263,26 @@ class NoteStore:
         self.location = location
         self._client = client
         self._max_batch = int(client.get_max_batch_size())
-        self._chunks = self._collection(name, create, self._new_metadata(), {"hnsw": {"space": "cosine"}})
+        self._chunks = self._collection(name, create, self._new_metadata(), _COSINE)
         self._registry = self._collection(name + REGISTRY_SUFFIX, create, {"housechat_layout": LAYOUT_VERSION}, None)
         self._check_embedder()
+        self._partitions: dict[str, Any] = {}
+        # Whether filtered searches use the category collections: True once they hold every chunk
+        # (a new store starts that way). Set it False to measure or compare Chroma's plain filter.
+        self.partitioned = bool((self._chunks.metadata or {}).get(PARTITIONS_KEY))
+        if create and self.partitioned and self._chunks.count() == 0:
+            self._drop_orphan_partitions()
+
+    def _drop_orphan_partitions(self) -> None:
+        """Drop category collections left by a whole collection that was deleted (e.g. to rebuild it).
+
+        Category collections hold a subset of the whole collection, so with the whole one empty
+        anything they hold is left over from before and must go (it may even be another encoder's).
+        """
+        prefix = self.name + PARTITION_INFIX
+        for collection in self._client.list_collections():
+            if collection.name.startswith(prefix) and (collection.metadata or {}).get("partition_of") == self.name:
+                self._client.delete_collection(collection.name)
 
     # -- opening -------------------------------------------------------------------------------
 
@@ -258,6 +292,7 @@ class NoteStore:
             "embedding_dim": self.embedder.dim,
             "housechat_layout": LAYOUT_VERSION,
             "generation": 0,
+            PARTITIONS_KEY: 1,  # a new store is empty, so its category collections are complete
         }
 
     def _collection(
@@ -280,6 +315,25 @@ class NoteStore:
                 f"cannot open collection {name!r} in {self.location} ({exc}) — use a name of 3-60 letters, "
                 "digits, '.', '-' or '_' that starts and ends with a letter or digit (--collection NAME)"
             ) from None
+
+    def _partition(self, category: str, create: bool) -> Any | None:
+        """The collection holding `category`'s chunks (None if it does not exist and `create` is False)."""
+        from chromadb.errors import NotFoundError
+
+        if category not in self._partitions:
+            name = partition_name(self.name, category)
+            try:
+                if create:
+                    meta = {"housechat_layout": LAYOUT_VERSION, "partition_of": self.name, "category": category}
+                    collection = self._client.get_or_create_collection(
+                        name, configuration=_COSINE, metadata=meta, embedding_function=None
+                    )
+                else:
+                    collection = self._client.get_collection(name, embedding_function=None)
+            except NotFoundError:
+                return None  # not cached: a writer may create it later
+            self._partitions[category] = collection
+        return self._partitions[category]
 
     def _check_embedder(self) -> None:
         meta = self._chunks.metadata or {}
@@ -408,23 +462,65 @@ class NoteStore:
             for v in versions
             for cid, doc, meta, emb in zip(v.ids, v.documents, v.metadatas, v.embeddings, strict=True)
         ]
+        for batch in _batches(rows, self._max_batch):
+            self._upsert_rows(self._chunks, batch)  # the whole collection first: it is the ledger
+            for category, rows_in in _by_category(batch, lambda r: r[2]).items():
+                self._upsert_rows(self._partition(category, create=True), rows_in)
+
+    @staticmethod
+    def _upsert_rows(collection: Any, rows: Sequence[tuple[str, str, dict[str, Any], Any]]) -> None:
         import numpy as np
 
-        for batch in _batches(rows, self._max_batch):
-            self._chunks.upsert(
-                ids=[r[0] for r in batch],
-                documents=[r[1] for r in batch],
-                metadatas=[r[2] for r in batch],
-                embeddings=np.asarray([r[3] for r in batch], dtype=np.float32),
-            )
+        collection.upsert(
+            ids=[r[0] for r in rows],
+            documents=[r[1] for r in rows],
+            metadatas=[r[2] for r in rows],
+            embeddings=np.asarray([r[3] for r in rows], dtype=np.float32),
+        )
 
     def _delete_stale(self, entries: Sequence[NoteEntry]) -> None:
-        """Delete each note's chunks that are not its live version (all of them when `hash` is "")."""
+        """Delete each note's chunks that are not its live version (all of them when `hash` is "").
+
+        They are found in the whole collection and deleted from their category's collection first,
+        so a run killed in between leaves them findable for `recover()`.
+        """
         for e in entries:
             where: dict[str, Any] = {"note_id": e.note_id}
             if e.hash:
                 where = {"$and": [where, {"hash": {"$ne": e.hash}}]}
-            self._chunks.delete(where=where)
+            stale = [
+                (cid, meta or {})
+                for ids, metas in self._get_all(self._chunks, where, ["metadatas"])
+                for cid, meta in zip(ids, metas, strict=True)
+            ]
+            for category, rows in _by_category(stale, lambda r: r[1]).items():
+                partition = self._partition(category, create=False)
+                if partition is None:
+                    continue
+                for batch in _batches([cid for cid, _ in rows], self._max_batch):
+                    partition.delete(ids=batch)
+            for batch in _batches([cid for cid, _ in stale], self._max_batch):
+                self._chunks.delete(ids=batch)
+
+    @reachable
+    def build_partitions(self) -> bool:
+        """Copy every chunk into its category's collection, for a store made before they existed.
+
+        Does nothing (returns False) when they are complete. Safe to kill: filtered searches use the
+        plain filter until the copy has finished and the flag is set, and the next run copies again.
+        """
+        if self.partitioned:
+            return False
+        for ids, embeddings, metas, docs in self._get_all(self._chunks, None, ["embeddings", "metadatas", "documents"]):
+            rows = list(zip(ids, docs, [m or {} for m in metas], embeddings, strict=True))
+            for category, rows_in in _by_category(rows, lambda r: r[2]).items():
+                for batch in _batches(rows_in, self._max_batch):
+                    self._upsert_rows(self._partition(category, create=True), batch)
+        meta = dict(self._client.get_collection(self.name, embedding_function=None).metadata or {})
+        meta[PARTITIONS_KEY] = 1
+        self._chunks.modify(metadata=meta)
+        self.partitioned = True
+        return True
 
     def _bump_generation(self) -> None:
         meta = dict(self._client.get_collection(self.name, embedding_function=None).metadata or {})
@@ -438,32 +534,52 @@ class NoteStore:
         """The k live chunks nearest to `embedding`, best first, optionally filtered by a Chroma `where`."""
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
-        where = normalize_where(where)
+        sources = self._sources(normalize_where(where))
         query = [float(x) for x in embedding]
         n, kept = k, []
         for _ in range(_STALE_RETRIES):
-            got = self._chunks.query(
-                query_embeddings=[query], n_results=n, where=where, include=["documents", "metadatas", "distances"]
-            )
-            hits = [
-                Hit(cid, doc or "", 1.0 - float(dist), meta or {})
-                for cid, doc, meta, dist in zip(
-                    got["ids"][0], got["documents"][0], got["metadatas"][0], got["distances"][0], strict=True
+            hits, exhausted = [], True
+            for collection, residual in sources:
+                got = collection.query(
+                    query_embeddings=[query],
+                    n_results=n,
+                    where=residual,
+                    include=["documents", "metadatas", "distances"],
                 )
-            ]
+                exhausted = exhausted and len(got["ids"][0]) < n
+                hits += [
+                    Hit(cid, doc or "", 1.0 - float(dist), meta or {})
+                    for cid, doc, meta, dist in zip(
+                        got["ids"][0], got["documents"][0], got["metadatas"][0], got["distances"][0], strict=True
+                    )
+                ]
+            if len(sources) > 1:
+                hits = sorted(hits, key=lambda h: -h.score)[:n]
             kept = self._live(hits)
             # Dropped hits are chunks of a version being swapped: ask again with room for them.
-            if len(kept) >= k or len(hits) < n:
+            if len(kept) >= k or exhausted:
                 break
             n += len(hits) - len(kept)
         return kept[:k]
+
+    def _sources(self, where: dict[str, Any] | None) -> list[tuple[Any, dict[str, Any] | None]]:
+        """(collection, where) pairs to search: the category collections a pure category filter
+        names (no filter left to apply), else the whole collection with the filter."""
+        categories = _filter_categories(where) if self.partitioned else None
+        if categories is None:
+            return [(self._chunks, where)]
+        found = [self._partition(c, create=False) for c in categories]
+        return [(collection, None) for collection in found if collection is not None]
 
     @reachable
     def documents(self, where: dict[str, Any] | None = None) -> list[Hit]:
         """Every live chunk matching `where` (score 0): the corpus for keyword search."""
         hits: list[Hit] = []
-        for ids, docs, metas in self._get_all(self._chunks, normalize_where(where), ["documents", "metadatas"]):
-            hits.extend(Hit(cid, doc or "", 0.0, meta or {}) for cid, doc, meta in zip(ids, docs, metas, strict=True))
+        for collection, residual in self._sources(normalize_where(where)):
+            for ids, docs, metas in self._get_all(collection, residual, ["documents", "metadatas"]):
+                hits.extend(
+                    Hit(cid, doc or "", 0.0, meta or {}) for cid, doc, meta in zip(ids, docs, metas, strict=True)
+                )
         return self._live(hits)
 
     def chunk_vectors(self) -> tuple[Any, list[dict[str, Any]], list[str]]:
@@ -514,6 +630,39 @@ class NoteStore:
                 return
             yield (got["ids"], *(got[field] for field in include))
             offset += len(got["ids"])
+
+
+def partition_name(name: str, category: str) -> str:
+    """The collection of one category's chunks: readable for a category id, hashed for anything else."""
+    if re.fullmatch(r"[a-z0-9][a-z0-9_]{0,63}", category):
+        return f"{name}{PARTITION_INFIX}{category}"
+    return f"{name}{PARTITION_INFIX}h{hashlib.sha256(category.encode()).hexdigest()[:16]}"
+
+
+def _filter_categories(where: dict[str, Any] | None) -> list[str] | None:
+    """The categories a filter on `category` alone keeps (`c`, `{"$eq": c}`, `{"$in": [...]}`), else None."""
+    if not where or set(where) != {"category"}:
+        return None
+    value = where["category"]
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict) and len(value) == 1:
+        ((op, arg),) = value.items()
+        if op == "$eq" and isinstance(arg, str):
+            return [arg]
+        if op == "$in" and isinstance(arg, list) and all(isinstance(c, str) for c in arg):
+            return list(dict.fromkeys(arg))
+    return None
+
+
+T = TypeVar("T")
+
+
+def _by_category(rows: Iterable[T], meta_of: Callable[[T], dict[str, Any]]) -> dict[str, list[T]]:
+    groups: dict[str, list[T]] = {}
+    for row in rows:
+        groups.setdefault(str(meta_of(row).get("category", "")), []).append(row)
+    return groups
 
 
 def _batches(items: list[Any], size: int) -> Iterable[list[Any]]:

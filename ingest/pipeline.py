@@ -1,6 +1,7 @@
 """The incremental sync: notes on disk -> chunks in the store, touching only what changed.
 
-1. `recover()` finishes whatever a killed run left half-written (see core/store.py).
+1. `recover()` finishes whatever a killed run left half-written (see core/store.py), and a
+   store made before the per-category collections gets them (`build_partitions()`).
 2. Read and validate every note; compare each note's content hash with the store's.
 3. Embed and write new and changed notes, a group of notes at a time, each group committed
    before the next is embedded (a killed run keeps the groups it finished).
@@ -170,6 +171,7 @@ def sync(
     summary = Summary(dry_run=dry_run)
     if store is not None and not dry_run:
         summary.recovered = store.recover()
+        store.build_partitions()  # a store from before the per-category collections gets them, once
     stored = store.live_notes() if store is not None else {}
     corpus = read_notes(paths, labels, home, stored_paths={i: e.path for i, e in stored.items()})
     summary.errors = corpus.errors

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,16 @@ from core.categories import load_categories
 from core.errors import HousechatError
 from core.retrieval import retrieve
 from core.settings import PROJECT_ROOT, Settings, from_env
-from core.store import Embedder, NoteEntry, NoteStore, NoteVersion, StoreMissing, normalize_where, open_store
+from core.store import (
+    PARTITIONS_KEY,
+    Embedder,
+    NoteEntry,
+    NoteStore,
+    NoteVersion,
+    StoreMissing,
+    normalize_where,
+    open_store,
+)
 from ingest.pipeline import sync
 
 CATEGORIES = PROJECT_ROOT / "data" / "categories.yaml"
@@ -317,3 +328,231 @@ def test_hybrid_search_fuses_keyword_hits(house_store: NoteStore) -> None:
     assert all(-1 <= c.score <= 1 for c in result.chunks)
     filtered = retrieve(house_store, "E5 high-limit", k=2, where={"category": "pool"}, hybrid=True, min_score=0)
     assert {c.category for c in filtered.chunks} == {"pool"} and filtered.chunks[0].note_id == "pool-heater-error-codes"
+
+
+# -- per-category collections -------------------------------------------------------------------
+
+PART_CATEGORIES = ["pool", "hvac", "garden", "roof", "plumbing", "water_heater"]
+
+
+def hashed_embedder(dim: int = 32) -> Embedder:
+    """Deterministic random vectors per text: many chunks quickly, with no ties between scores."""
+
+    def encode(texts: list[str]) -> Any:
+        seeds = [int.from_bytes(hashlib.sha256(t.encode()).digest()[:8], "little") for t in texts]
+        return np.stack([np.random.default_rng(s).normal(size=dim) for s in seeds]).astype(np.float32)
+
+    return Embedder(f"test:hashed-{dim}", dim, encode)
+
+
+def fill(store: NoteStore, notes: int = 60, per_note: int = 4) -> None:
+    store.write_notes(
+        [
+            version(store, f"note-{n:03d}", PART_CATEGORIES[n % len(PART_CATEGORIES)],
+                    [f"note {n} chunk {i}" for i in range(per_note)], f"h{n}")
+            for n in range(notes)
+        ]
+    )  # fmt: skip
+
+
+def partition_ids(store: NoteStore) -> dict[str, set[str]]:
+    """Chunk ids in each category's collection (white-box)."""
+    found = {}
+    for category in PART_CATEGORIES:
+        collection = store._partition(category, create=False)
+        ids = set(collection.get(include=[])["ids"]) if collection is not None else set()
+        if ids:
+            found[category] = ids
+    return found
+
+
+def whole_ids(store: NoteStore) -> dict[str, set[str]]:
+    """Chunk ids in the whole collection, by category."""
+    got = store._chunks.get(include=["metadatas"])
+    found: dict[str, set[str]] = {}
+    for cid, meta in zip(got["ids"], got["metadatas"], strict=True):
+        found.setdefault(meta["category"], set()).add(cid)
+    return found
+
+
+@contextmanager
+def plain_filter(store: NoteStore) -> Iterator[None]:
+    """Search with Chroma's own `where` on the whole collection, as a store without category collections does."""
+    store.partitioned = False
+    try:
+        yield
+    finally:
+        store.partitioned = True
+
+
+def plain_search(store: NoteStore, query: Any, k: int, where: dict[str, Any]) -> list[Any]:
+    with plain_filter(store):
+        return store.search(query, k, where)
+
+
+def test_category_collections_give_the_plain_filters_results(store_settings: Settings) -> None:
+    store = open_store(store_settings, embedder=hashed_embedder())
+    fill(store)
+    assert store.partitioned and partition_ids(store) == whole_ids(store)
+    queries = np.random.default_rng(7).normal(size=(12, 32))
+    filters = [
+        {"category": "pool"},
+        {"category": {"$eq": "hvac"}},
+        {"category": {"$in": ["garden", "roof"]}},
+        {"category": {"$in": ["water_heater", "pool", "plumbing"]}},
+        {"category": "car"},  # no note: no collection
+    ]
+    for where in filters:
+        assert store._sources(where)[0][0] is not store._chunks if where["category"] != "car" else True
+        for query in queries:
+            fast, plain = store.search(query, 7, where), plain_search(store, query, 7, where)
+            assert [h.id for h in fast] == [h.id for h in plain]
+            assert [h.score for h in fast] == pytest.approx([h.score for h in plain], abs=1e-5)
+        assert sorted(h.id for h in store.documents(where)) == sorted(
+            h.id
+            for h in store.documents({"$and": [where, {"chunk": {"$gte": 0}}]})  # the plain filter
+        )
+    assert store.search(queries[0], 5, {"category": "car"}) == []
+    # Other filters still go to the whole collection.
+    assert store._sources(normalize_where({"category": "pool", "note_id": "note-000"}))[0][0] is store._chunks
+    assert {h.note_id for h in store.search(queries[0], 5, {"category": "pool", "note_id": "note-000"})} == {"note-000"}
+    # The soft filter searches through the same path.
+    question = "note 3 chunk 1"
+    soft = retrieve(store, question, k=5, where={"category": "roof"}, boost={"roof": 0.2})
+    with plain_filter(store):
+        plain_soft = retrieve(store, question, k=5, where={"category": "roof"}, boost={"roof": 0.2})
+    assert soft.soft and [c.id for c in soft.chunks] == [c.id for c in plain_soft.chunks]
+
+
+class DieOnDelete:
+    """A collection whose `delete` is cut off (the process killed right there)."""
+
+    def __init__(self, collection: Any) -> None:
+        self._collection = collection
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "delete":
+            raise KeyboardInterrupt
+        return getattr(self._collection, name)
+
+
+@pytest.mark.parametrize("kill", ["whole-written", "committed", "categories-cleaned"])
+def test_a_note_moving_category_switches_at_once_in_every_collection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kill: str
+) -> None:
+    store = open_store(make_settings(tmp_path), embedder=hashed_embedder())
+    fill(store, notes=12)
+    old_texts = visible(store, "note-004")  # a plumbing note
+    new = version(store, "note-004", "water_heater", ["moved chunk 0", "moved chunk 1", "moved chunk 2"], "moved")
+    if kill == "whole-written":  # new chunks in the whole collection, not yet in water_heater's
+        upsert_rows = store._upsert_rows
+
+        def die_on_category(collection: Any, rows: Any) -> None:
+            if collection is not store._chunks:
+                raise KeyboardInterrupt
+            upsert_rows(collection, rows)
+
+        monkeypatch.setattr(store, "_upsert_rows", die_on_category)
+    elif kill == "committed":  # registry names the new version; no stale chunk deleted yet
+        monkeypatch.setattr(store, "_delete_stale", lambda entries: (_ for _ in ()).throw(KeyboardInterrupt()))
+    else:  # stale chunks gone from plumbing's collection, still in the whole one
+        monkeypatch.setattr(store, "_chunks", DieOnDelete(store._chunks))
+    with pytest.raises(KeyboardInterrupt):
+        store.write_notes([new])
+    monkeypatch.undo()
+
+    query = store.embed(["moved chunk 1"])[0]
+    in_plumbing = {h.note_id for h in store.search(query, 50, {"category": "plumbing"})}
+    in_water = {h.note_id for h in store.search(query, 50, {"category": "water_heater"})}
+    both = store.search(query, 50, {"category": {"$in": ["plumbing", "water_heater"]}})
+    note_hashes = {h.hash for h in both if h.note_id == "note-004"}
+    if kill == "whole-written":  # before the commit: the old version, everywhere
+        assert "note-004" in in_plumbing and "note-004" not in in_water and note_hashes == {"h4"}
+        assert visible(store, "note-004") == old_texts
+    else:  # after it: the new version, everywhere
+        assert "note-004" in in_water and "note-004" not in in_plumbing and note_hashes == {"moved"}
+        assert visible(store, "note-004") == ["moved chunk 0", "moved chunk 1", "moved chunk 2"]
+    for where in ({"category": "plumbing"}, {"category": "water_heater"}):
+        assert [h.id for h in store.search(query, 10, where)] == [h.id for h in plain_search(store, query, 10, where)]
+
+    assert store.recover() == ["note-004"]
+    assert partition_ids(store) == whole_ids(store)  # nothing stale left in any collection
+    assert store.counts() == (12, 12 * 4 + (0 if kill == "whole-written" else -1))
+
+
+def test_delete_notes_empties_their_category_collections(tmp_path: Path) -> None:
+    store = open_store(make_settings(tmp_path), embedder=hashed_embedder())
+    fill(store, notes=12)
+    store.delete_notes([f"note-{n:03d}" for n in range(0, 12, len(PART_CATEGORIES))])  # every pool note
+    assert "pool" not in partition_ids(store) and partition_ids(store) == whole_ids(store)
+    assert store.search(np.ones(32), 5, {"category": "pool"}) == []
+
+
+def test_a_store_from_before_category_collections_keeps_working_and_gets_them(
+    tmp_path: Path, write_note: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_settings(tmp_path)
+    store = open_store(settings)
+    for note_id, (category, body) in NOTES.items():
+        write_note(tmp_path / "notes", note_id, category, body, title=note_id)
+    labels = load_categories(CATEGORIES)
+    sync([tmp_path / "notes"], store, labels, tmp_path)
+    # Make it look like a store written before: no category collections, no flag.
+    for category in {category for category, _ in NOTES.values()}:
+        store._client.delete_collection(store._partition(category, create=False).name)
+    meta = dict(store._chunks.metadata)
+    del meta[PARTITIONS_KEY]
+    store._chunks.modify(metadata=meta)
+
+    old = open_store(settings)
+    assert not old.partitioned
+    question = "How often does the pool pump run?"
+    before = retrieve(old, question, k=3, where={"category": "pool"})
+    assert before.chunks[0].note_id == "pool-pump-schedule" and not before.widened
+    assert {c.category for c in retrieve(old, question, k=3, where={"category": {"$in": ["pool", "hvac"]}}).chunks} <= {
+        "pool",
+        "hvac",
+    }
+
+    # An ingest killed while copying leaves the flag unset: readers keep the plain filter.
+    upsert_rows = old._upsert_rows
+    calls = []
+
+    def die_on_second(collection: Any, rows: Any) -> None:
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        upsert_rows(collection, rows)
+
+    monkeypatch.setattr(old, "_upsert_rows", die_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        old.build_partitions()
+    monkeypatch.undo()
+    assert not open_store(settings).partitioned
+
+    summary = sync([tmp_path / "notes"], open_store(settings), labels, tmp_path)  # the next ingest builds them
+    assert summary.unchanged and not summary.added and summary.store_chunks == len(NOTES)
+    rebuilt = open_store(settings)
+    assert rebuilt.partitioned and not rebuilt.build_partitions()
+    assert rebuilt.counts() == (len(NOTES), len(NOTES))
+    got = rebuilt._chunks.get(include=["metadatas"])
+    by_category: dict[str, set[str]] = {}
+    for cid, m in zip(got["ids"], got["metadatas"], strict=True):
+        by_category.setdefault(m["category"], set()).add(cid)
+    for category, ids in by_category.items():
+        assert set(rebuilt._partition(category, create=False).get(include=[])["ids"]) == ids
+    after = retrieve(rebuilt, question, k=3, where={"category": "pool"})
+    assert [c.id for c in after.chunks] == [c.id for c in before.chunks]
+
+
+def test_a_deleted_whole_collection_takes_its_category_collections_along(store_settings: Settings) -> None:
+    settings = store_settings
+    store = open_store(settings, embedder=hashed_embedder())
+    fill(store, notes=12)
+    # What a rebuild does: drop the whole collection and the registry, then ingest again.
+    for name in (store.name, store.name + "-notes"):
+        store._client.delete_collection(name)
+    rebuilt = open_store(settings, embedder=hashed_embedder())
+    assert partition_ids(rebuilt) == {}
+    fill(rebuilt, notes=6)
+    assert rebuilt.partitioned and partition_ids(rebuilt) == whole_ids(rebuilt)

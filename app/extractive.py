@@ -157,6 +157,8 @@ SENTENCE_FEATURES = (
     "log_chars",  # log of the sentence's length
     "has_fact",  # the sentence states a date, amount, number, model number or name
     "latest",  # the question asks for the last time and the sentence has its note's latest date
+    "note_subject_store",  # share of the question's subject words in its note, IDF over the whole store
+    "note_missing_store",  # the store IDF of the rarest subject word its note lacks (0..1; 0: none missing)
 )
 # What the refusal reads (`question_features`): how well the best sentence and its note match.
 QUESTION_FEATURES = (
@@ -171,6 +173,12 @@ QUESTION_FEATURES = (
     "best_type",  # share of the wanted fact kinds the best sentence states (1 when none is wanted)
     "typed_subject",  # over all sentences, the best share of subject words in one that states a wanted kind
     "subject_words",  # how many subject words the question has (more words, more ways to miss)
+    "sentence_subject_store",  # the best sentence's share of subject words, IDF over the whole store
+    "note_subject_store",  # its note's share of them, IDF over the whole store
+    "retrieved_subject_store",  # the retrieved chunks' share of them, IDF over the whole store
+    "note_missing_store",  # the store IDF of the rarest subject word its note lacks (0..1)
+    "sentence_missing_store",  # the same for the best sentence, its heading and note title
+    "note_missing_words",  # how many subject words its note lacks
 )
 MARGIN_CAP = 3.0
 CACHE_SENTENCES = 50_000  # vectors kept (a household's notes have ~10,000 sentences)
@@ -187,22 +195,13 @@ class Weights:
     """
 
     sentence: tuple[float, ...] = (
-        2.946,
-        1.387,
-        1.912,
-        2.084,
-        -0.196,
-        1.397,
-        -0.23,
-        1.306,
-        2.846,
-        0.844,
-        -0.334,
-        0.497,
-        2.306,
-    )
-    refusal: tuple[float, ...] = (0.488, 0.247, -0.348, 1.701, -0.88, 0.74, 1.393, 3.115, 1.354, -1.23, 0.691, -9.972)
-    answer_above: float = 0.55
+        3.511, 1.699, 2.575, 3.248, -0.233, 2.57, -0.215, 1.282, 1.36, 0.721, -0.303, 1.013, 2.614, 0.96, -0.677
+    )  # fmt: skip
+    refusal: tuple[float, ...] = (
+        0.2529, 0.2125, -2.4775, 4.5037, 0.3547, 3.9547, 0.4927, 3.1811, 1.4284, 0.1629, 0.2771,
+        3.1296, 6.5775, 3.0608, 3.294, -0.9409, 0.9516, -21.5141,
+    )  # fmt: skip
+    answer_above: float = 0.4
     support_gap: float = 3.0  # a sentence of the first one's note supports it when it scores within this gap
     other_note_gap: float = 0.0  # the same, for a sentence from another note (0: never)
     max_sentences: int = 3
@@ -317,12 +316,53 @@ def terms(text: str, generic: bool = True) -> list[str]:
         word = word.removesuffix("'s").rstrip("'")
         if word in STOPWORDS or len(word) < 2 or (not generic and word in GENERIC):
             continue
-        for suffix in ("ing", "ed", "es", "s"):
-            if len(word) > len(suffix) + 3 and word.endswith(suffix):
-                word = word[: -len(suffix)]
-                break
-        out.append(word)
+        out.append(stem(word))
     return out
+
+
+def stem(word: str) -> str:
+    """A crude stem: plural, -ed/-ing and a final -e cut ("nematodes" and "nematode" both "nematod")."""
+    if word.endswith("ies") and len(word) > 5:
+        return word[:-3] + "y"
+    for suffix in ("ing", "ed", "es", "s", "e"):
+        if len(word) > len(suffix) + 3 and word.endswith(suffix):
+            return word[: -len(suffix)]
+    return word
+
+
+def vocabulary_of(words: Sequence[str]) -> set[str]:
+    """A text's words and each adjacent pair run together ("lawn mower" also counts as "lawnmower")."""
+    return set(words) | {stem(a + b) for a, b in zip(words, words[1:], strict=False)}
+
+
+@dataclass(frozen=True)
+class WordCounts:
+    """How many of the store's chunks mention each word: IDF over the whole household's notes.
+
+    A question word that no note has at all ("banana") or only a few have weighs most, so a lead
+    sentence that misses it is likely about something else. Without it (`None` where it is taken),
+    the IDF is over the retrieved chunks.
+    """
+
+    chunks: int
+    frequency: dict[str, int]
+
+    @classmethod
+    def of(cls, chunks: Iterable[RetrievedChunk]) -> WordCounts:
+        counts: Counter[str] = Counter()
+        n = 0
+        for chunk in chunks:
+            n += 1
+            counts.update(set(terms(f"{chunk.title} {chunk.heading} {chunk.text}")))
+        return cls(n, dict(counts))
+
+    def idf(self, word: str) -> float:
+        return math.log(1 + (self.chunks + 0.5) / (self.frequency.get(word, 0) + 0.5))
+
+    @property
+    def unseen(self) -> float:
+        """The IDF of a word no chunk has (the largest there is), to scale IDFs to 0..1."""
+        return math.log(1 + (self.chunks + 0.5) / 0.5)
 
 
 def missing(question: str, within: Sequence[RetrievedChunk], corpus: Sequence[RetrievedChunk] | None = None) -> float:
@@ -370,13 +410,37 @@ def _subject_weights(question: str, chunks: Sequence[RetrievedChunk]) -> dict[st
     return {t: math.log(1 + (n + 0.5) / (sum(t in d for d in docs) + 0.5)) for t in words}
 
 
+def _store_subject(question: str, chunks: Sequence[RetrievedChunk], counts: WordCounts | None) -> dict[str, float]:
+    """The question's subject words with their IDF over the store, scaled to 0..1 (over `chunks` without counts)."""
+    if counts is None:
+        counts = WordCounts.of(chunks)
+    return {t: counts.idf(t) / counts.unseen for t in set(terms(question, generic=False))}
+
+
+def _note_words(chunks: Sequence[RetrievedChunk]) -> dict[str, set[str]]:
+    """Each retrieved note's words (and adjacent pairs run together) over its retrieved chunks."""
+    words: dict[str, list[str]] = {}
+    for chunk in chunks:
+        words.setdefault(chunk.note_id, []).extend(terms(f"{chunk.title} {chunk.heading} {chunk.text}"))
+    return {note: vocabulary_of(w) for note, w in words.items()}
+
+
+def _rarest_missing(weights: dict[str, float], present: set[str]) -> float:
+    return max((v for t, v in weights.items() if t not in present), default=0.0)
+
+
 def _share(weights: dict[str, float], present: set[str]) -> float:
     total = sum(weights.values())
     return sum(v for t, v in weights.items() if t in present) / total if total else 0.0
 
 
 def sentence_features(
-    question: str, sentences: Sequence[Sentence], cosine: Any, chunks: Sequence[RetrievedChunk], wanted: set[str]
+    question: str,
+    sentences: Sequence[Sentence],
+    cosine: Any,
+    chunks: Sequence[RetrievedChunk],
+    wanted: set[str],
+    counts: WordCounts | None = None,
 ) -> Any:
     """One row of `SENTENCE_FEATURES` per sentence (numpy, float64)."""
     import numpy as np
@@ -384,6 +448,8 @@ def sentence_features(
     bm25 = bm25_scores(terms(question), [terms(f"{s.heading} {s.text}") for s in sentences])
     top = max(bm25) or 1.0
     subject = _subject_weights(question, chunks)
+    store_subject = _store_subject(question, chunks, counts)
+    note_words = _note_words(chunks)
     note_score: dict[str, float] = {}
     note_rank: dict[str, int] = {}
     note_terms: dict[str, set[str]] = {}
@@ -415,6 +481,8 @@ def sentence_features(
                 math.log(len(s.text)),
                 float(bool(kinds)),
                 float(dates[i] is not None and dates[i] == note_latest.get(s.note_id)),
+                _share(store_subject, note_words[s.note_id]),
+                _rarest_missing(store_subject, note_words[s.note_id]),
             )
         )
     return np.asarray(rows, dtype=np.float64)
@@ -446,6 +514,7 @@ def question_features(
     question: str,
     wanted: set[str],
     gap: float,
+    counts: WordCounts | None = None,
 ) -> Any:
     """The `QUESTION_FEATURES` of a question's scored sentences (numpy, float64); last, the lead's index."""
     import numpy as np
@@ -462,6 +531,11 @@ def question_features(
     type_found = len(wanted & kinds) / len(wanted) if wanted else 1.0
     subject = features[:, col("sentence_subject")]
     typed = np.array([len(wanted & k) / len(wanted) for k in stated]) if wanted else np.ones(len(sentences))
+    store_subject = _store_subject(question, chunks, counts)
+    lead = sentences[best]
+    lead_words = vocabulary_of(terms(f"{lead.chunk.title} {lead.heading} {lead.text}"))
+    retrieved_words = set().union(*_note_words(chunks).values())
+    note_words = _note_words([c for c in chunks if c.note_id == note])[note]
     return np.asarray(
         (
             float(scores[best]),
@@ -475,6 +549,12 @@ def question_features(
             typed[best],
             float((subject * typed).max()),
             len(set(terms(question, generic=False))),
+            _share(store_subject, lead_words),
+            features[best, col("note_subject_store")],
+            _share(store_subject, retrieved_words),
+            features[best, col("note_missing_store")],
+            _rarest_missing(store_subject, lead_words),
+            float(sum(t not in note_words for t in store_subject)),
             best,
         ),
         dtype=np.float64,
@@ -536,7 +616,13 @@ class SentencePicker:
             self.vectors(pending)
         return done
 
-    def score(self, question: str, chunks: Sequence[RetrievedChunk], question_vector: Any = None) -> Scored:
+    def score(
+        self,
+        question: str,
+        chunks: Sequence[RetrievedChunk],
+        question_vector: Any = None,
+        counts: WordCounts | None = None,
+    ) -> Scored:
         """The chunks' sentences scored for the question, and the question's refusal features.
 
         Only the `Weights.embed_top` sentences that score best with their chunk's retrieval score in
@@ -552,7 +638,7 @@ class SentencePicker:
             empty = np.zeros((0, len(SENTENCE_FEATURES)), dtype=np.float32)
             return Scored([], empty, np.zeros(0), np.zeros(0), wanted)
         weights = np.asarray(w.sentence, dtype=np.float64)
-        features = sentence_features(question, sentences, [s.chunk.score for s in sentences], chunks, wanted)
+        features = sentence_features(question, sentences, [s.chunk.score for s in sentences], chunks, wanted, counts)
         if w.embed_top and len(sentences) > w.embed_top:
             keep = sorted(np.argsort(-(features @ weights), kind="stable")[: w.embed_top])
             sentences, features = [sentences[i] for i in keep], features[keep]
@@ -563,7 +649,7 @@ class SentencePicker:
             sentences,
             features,
             scores,
-            question_features(sentences, features, scores, chunks, question, wanted, w.support_gap),
+            question_features(sentences, features, scores, chunks, question, wanted, w.support_gap, counts),
             wanted,
         )
 
@@ -577,9 +663,19 @@ class SentencePicker:
         z = float(scored.question[:-1] @ np.asarray(coef)) + intercept
         return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
 
-    def pick(self, question: str, chunks: Sequence[RetrievedChunk], question_vector: Any = None) -> Picked:
-        """The answering sentences, best first (or a refusal naming the closest note)."""
-        return self.choose(self.score(question, chunks, question_vector), chunks)
+    def pick(
+        self,
+        question: str,
+        chunks: Sequence[RetrievedChunk],
+        question_vector: Any = None,
+        counts: WordCounts | None = None,
+    ) -> Picked:
+        """The answering sentences, best first (or a refusal naming the closest note).
+
+        `counts` are the store's word counts (`WordCounts`, the pipeline keeps them); without them the
+        rare-word features take their IDF over the retrieved chunks.
+        """
+        return self.choose(self.score(question, chunks, question_vector, counts), chunks)
 
     def choose(self, scored: Scored, chunks: Sequence[RetrievedChunk]) -> Picked:
         """The first sentence, its supporting ones, or a refusal, from a question's scored sentences."""
@@ -615,13 +711,21 @@ class SentencePicker:
                 chosen.append(pair)
         return Picked(chosen[: w.max_sentences], False, best, first.chunk, scored.wanted, probability)
 
-    def answer(self, question: str, chunks: Sequence[RetrievedChunk], question_vector: Any = None) -> str:
+    def answer(
+        self,
+        question: str,
+        chunks: Sequence[RetrievedChunk],
+        question_vector: Any = None,
+        counts: WordCounts | None = None,
+    ) -> str:
         """The answer text: the picked sentences with their `[note-id]`, or a plain refusal."""
-        return render(self.pick(question, chunks, question_vector))
+        return render(self.pick(question, chunks, question_vector, counts))
 
     # LangChain-runnable shape, so `app.chain.stream_answer` treats it like any chain.
     def stream(self, inputs: dict[str, Any]) -> Iterator[str]:
-        yield self.answer(inputs["question"], inputs.get("chunks") or [], inputs.get("question_vector"))
+        yield self.answer(
+            inputs["question"], inputs.get("chunks") or [], inputs.get("question_vector"), inputs.get("word_counts")
+        )
 
 
 def cite(text: str, note_id: str) -> str:

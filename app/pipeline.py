@@ -159,6 +159,7 @@ class Pipeline:
         self.settings, self.store, self.answerer, self.k = settings, store, answerer, k
         self._routers: dict[str, LoadedRouter] = {backend or settings.router_backend: router}
         self._lock = threading.Lock()  # router backends keep caches; route one question at a time
+        self._word_counts: tuple[int, Any] | None = None  # (store generation, WordCounts)
 
     @classmethod
     def load(
@@ -185,10 +186,12 @@ class Pipeline:
         answerer = load_answerer(settings, max_new_tokens or DEFAULT_MAX_NEW_TOKENS)
         backend = settings.router_backend if routing else "off"
         loaded = load_router(backend, settings)
+        pipeline = cls(settings, store, answerer, loaded, k, backend)
+        pipeline.word_counts()  # counted now, not in the first answer's time
         if warm:
             loaded.router.route("warm up")
             warm_sentences(store, answerer)
-        return cls(settings, store, answerer, loaded, k, backend)
+        return pipeline
 
     def router(self, backend: str | None = None) -> LoadedRouter:
         """The router for `backend` (default: the configured one), loaded once and kept."""
@@ -249,6 +252,7 @@ class Pipeline:
         )
         yield answer
         inputs = chain_inputs(question, found.chunks, history, vector)
+        inputs["word_counts"] = self.word_counts()
         for answerer, piece in stream_answer(self.answerer, inputs):
             if not answer.text:
                 answer.timings["first_token"] = _ms(retrieved, time.perf_counter())
@@ -260,6 +264,20 @@ class Pipeline:
         answer.timings.update(answer=_ms(retrieved, end), total=_ms(start, end))
         answer.done = True
         yield answer
+
+    def word_counts(self) -> Any:
+        """The store's word counts (`app.extractive.WordCounts`) for the extractive answerer's rare-word
+        features, counted once per store generation (~0.3 s for 1,000 chunks); None for other answerers."""
+        if not any(a is not None and a.name == "extractive" for a in (self.answerer, self.answerer.fallback)):
+            return None
+        from app.extractive import WordCounts
+
+        generation = self.store.generation()
+        with self._lock:
+            if self._word_counts is None or self._word_counts[0] != generation:
+                counts = WordCounts.of(RetrievedChunk.from_hit(hit) for hit in self.store.documents())
+                self._word_counts = (generation, counts)
+            return self._word_counts[1]
 
     def find(
         self,

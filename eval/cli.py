@@ -108,6 +108,19 @@ def make_parser() -> argparse.ArgumentParser:
     )
     tune.add_argument("--qa-file", type=Path, help="QA JSONL with a dev split (default data/eval/qa.jsonl)")
     tune.add_argument("--store", type=Path, help="embedded Chroma folder (env HOUSECHAT_STORE)")
+    tune.add_argument(
+        "--extra-file",
+        type=Path,
+        help="dev-only supplement of questions, used for fitting only (default data/eval/qa-dev-extra.jsonl "
+        "beside the QA file when it exists; checked against the test half for near-duplicates)",
+    )
+    tune.add_argument(
+        "--min-coverage",
+        type=float,
+        default=0.80,
+        help="the refusal threshold refuses the most unanswerable dev questions while dev keyword coverage "
+        "stays at or above this (default 0.80)",
+    )
 
     split = sub.add_parser("split-qa", help="recompute the QA set's dev/test split (stratified, seed 13)")
     split.add_argument("--qa-file", type=Path, help="QA JSONL (default data/eval/qa.jsonl)")
@@ -327,7 +340,9 @@ def run_tune_extractive(args: argparse.Namespace, command: str) -> int:
     from eval.tune_extractive import main as tune_main
 
     settings = from_env(store=args.store)
-    return tune_main(settings, args.qa_file or settings.qa_file)
+    qa_file = args.qa_file or settings.qa_file
+    extra = args.extra_file or qa_file.parent / "qa-dev-extra.jsonl"
+    return tune_main(settings, qa_file, extra if extra.exists() else None, args.min_coverage)
 
 
 COMMANDS = {

@@ -8,7 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from app.extractive import SentencePicker, Weights, fact_kinds, latest_date, question_types, split_sentences
+from app.extractive import (
+    SentencePicker,
+    Weights,
+    WordCounts,
+    fact_kinds,
+    latest_date,
+    question_types,
+    split_sentences,
+    terms,
+    vocabulary_of,
+)
 from app.grounding import check, facts, sentences
 from app.ui import escape_text, plain_text
 from core.retrieval import RetrievedChunk
@@ -243,3 +253,50 @@ def test_the_background_warm_up_stops_when_asked_and_is_joined() -> None:
     finish()
     assert not any(t.name == "warm-sentences" and t.is_alive() for t in threading.enumerate())
     assert 0 < len(taken) < len(hits)  # it stopped early instead of embedding the whole store
+
+
+def test_stems_and_run_together_words_match() -> None:
+    """ "nematodes" and "nematode" are one word; "lawn mower" in a note answers "lawnmower"."""
+    assert terms("nematodes") == terms("nematode") and terms("batteries") == terms("battery")
+    assert set(terms("lawnmower")) <= vocabulary_of(terms("Serial of the lawn mower"))
+
+
+def test_word_counts_weigh_words_no_note_has_most() -> None:
+    counts = WordCounts.of([FLUSH_NOTE, ANODE_NOTE, TABLE_NOTE])
+    assert counts.chunks == 3
+    (heater,) = terms("heater")
+    (banana,) = terms("banana")
+    assert counts.idf(heater) < counts.idf(banana) == counts.unseen
+
+
+def test_a_rare_question_word_the_note_lacks_is_a_refusal_feature() -> None:
+    """ "Pool pH" against a note on soil pH: the rarest missing word is the refusal's strongest cue."""
+    from app.extractive import QUESTION_FEATURES, SENTENCE_FEATURES
+
+    soil = chunk("garden-soil", "## Soil\n\nThe vegetable beds' soil pH was 6.5 on 2024-04-02.\n", 0.6, "Soil test")
+    pool = chunk("pool-chemistry", "## Pool\n\nKeep the pool's free chlorine at 2-4 ppm.\n", 0.5, "Pool chemistry")
+    counts = WordCounts.of([soil, pool, FLUSH_NOTE, ANODE_NOTE, TABLE_NOTE])
+    picker = SentencePicker(Weights(answer_above=0.0))
+    asked = picker.score("What's the soil pH in the vegetable beds?", [soil, pool], counts=counts)
+    missed = picker.score("What's the pool pH in the spa?", [soil, pool], counts=counts)
+    missing = QUESTION_FEATURES.index("note_missing_store")
+    assert asked.question[missing] == 0.0 < missed.question[missing] <= 1.0
+    share = QUESTION_FEATURES.index("sentence_subject_store")
+    assert asked.question[share] == 1.0 > missed.question[share]
+    assert asked.features.shape[1] == len(SENTENCE_FEATURES)
+    # Without the store's counts the IDF is over the retrieved chunks: same features, other scale.
+    assert picker.score("What's the pool pH in the spa?", [soil, pool]).question[missing] > 0.0
+
+
+def test_supplement_questions_are_valid_and_no_test_question_leaks() -> None:
+    """The dev-only supplement is fit on: none of its questions may copy a test question (MiniLM cosine)."""
+    from core.schemas import read_qa
+    from eval.tune_extractive import leaks
+
+    extra, errors = read_qa(ROOT / "data" / "eval" / "qa-dev-extra.jsonl")
+    items, _ = read_qa(ROOT / "data" / "eval" / "qa.jsonl")
+    assert not errors and len(extra) >= 200
+    assert sum(not i.answerable for i in extra) >= 100 and all(i.split == "" for i in extra)
+    test = [i.question for i in items if i.split == "test"]
+    assert leaks([i.question for i in extra], test) == []
+    assert leaks([test[0], "How tall is the oak?"], test) == [(test[0], test[0], pytest.approx(1.0, abs=1e-4))]

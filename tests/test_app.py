@@ -215,6 +215,8 @@ def test_pipeline_end_to_end_with_embedded_models(settings_for: Callable[..., Se
     assert answer.where is not None and "water_heater" in json.dumps(answer.where)
     assert answer.sources[0].note_id == "water_heater-flush-2024"
     assert set(answer.timings) == {"route", "retrieve", "first_token", "answer", "total"}
+    counts = pipeline.word_counts()  # the store's word counts, for the answerer's rare-word features
+    assert counts is not None and counts.chunks == pipeline.store.counts()[1] and pipeline.word_counts() is counts
 
 
 @pytest.mark.slow  # loads SmolLM2 and generates

@@ -20,6 +20,7 @@ The weights, the refusal model and its threshold are fit on the QA dev half
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import threading
@@ -195,11 +196,11 @@ class Weights:
     """
 
     sentence: tuple[float, ...] = (
-        3.511, 1.699, 2.575, 3.248, -0.233, 2.57, -0.215, 1.282, 1.36, 0.721, -0.303, 1.013, 2.614, 0.96, -0.677
+        2.704, 1.517, 1.683, 2.231, -0.215, 1.507, -0.179, 0.708, 1.276, 0.474, -0.191, 0.601, 2.189, 0.598, -0.411
     )  # fmt: skip
     refusal: tuple[float, ...] = (
-        0.2529, 0.2125, -2.4775, 4.5037, 0.3547, 3.9547, 0.4927, 3.1811, 1.4284, 0.1629, 0.2771,
-        3.1296, 6.5775, 3.0608, 3.294, -0.9409, 0.9516, -21.5141,
+        0.3358, 0.2278, -2.0114, 4.7155, 0.5893, 4.1317, 0.9357, 3.1257, 1.5399, -0.5903, 0.2423,
+        2.4928, 7.7107, 3.0003, 3.5556, -1.1391, 0.9787, -22.2377,
     )  # fmt: skip
     answer_above: float = 0.4
     support_gap: float = 3.0  # a sentence of the first one's note supports it when it scores within this gap
@@ -320,6 +321,16 @@ def terms(text: str, generic: bool = True) -> list[str]:
     return out
 
 
+def chunk_terms(chunk: RetrievedChunk) -> list[str]:
+    """`terms` of a chunk's title, heading and text (cached: every feature reads them)."""
+    return list(_cached_terms(chunk.title, chunk.heading, chunk.text))
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_terms(title: str, heading: str, text: str) -> tuple[str, ...]:
+    return tuple(terms(f"{title} {heading} {text}"))
+
+
 def stem(word: str) -> str:
     """A crude stem: plural, -ed/-ing and a final -e cut ("nematodes" and "nematode" both "nematod")."""
     if word.endswith("ies") and len(word) > 5:
@@ -353,7 +364,7 @@ class WordCounts:
         n = 0
         for chunk in chunks:
             n += 1
-            counts.update(set(terms(f"{chunk.title} {chunk.heading} {chunk.text}")))
+            counts.update(set(chunk_terms(chunk)))
         return cls(n, dict(counts))
 
     def idf(self, word: str) -> float:
@@ -374,10 +385,10 @@ def missing(question: str, within: Sequence[RetrievedChunk], corpus: Sequence[Re
     words = set(terms(question, generic=False))
     if not words:
         return 0.0
-    docs = [set(terms(f"{c.title} {c.heading} {c.text}")) for c in (corpus or within)]
+    docs = [set(chunk_terms(c)) for c in (corpus or within)]
     n = len(docs)
     idf = {t: math.log(1 + (n + 0.5) / (sum(t in d for d in docs) + 0.5)) for t in words}
-    seen = set().union(*(terms(f"{c.title} {c.heading} {c.text}") for c in within)) if within else set()
+    seen = set().union(*(chunk_terms(c) for c in within)) if within else set()
     return sum(idf[t] for t in words if t not in seen) / sum(idf.values())
 
 
@@ -405,7 +416,7 @@ def bm25_scores(
 def _subject_weights(question: str, chunks: Sequence[RetrievedChunk]) -> dict[str, float]:
     """The question's subject words (not stop words, not fact-kind words), each with its IDF over the chunks."""
     words = set(terms(question, generic=False))
-    docs = [set(terms(f"{c.title} {c.heading} {c.text}")) for c in chunks]
+    docs = [set(chunk_terms(c)) for c in chunks]
     n = len(docs)
     return {t: math.log(1 + (n + 0.5) / (sum(t in d for d in docs) + 0.5)) for t in words}
 
@@ -421,7 +432,7 @@ def _note_words(chunks: Sequence[RetrievedChunk]) -> dict[str, set[str]]:
     """Each retrieved note's words (and adjacent pairs run together) over its retrieved chunks."""
     words: dict[str, list[str]] = {}
     for chunk in chunks:
-        words.setdefault(chunk.note_id, []).extend(terms(f"{chunk.title} {chunk.heading} {chunk.text}"))
+        words.setdefault(chunk.note_id, []).extend(chunk_terms(chunk))
     return {note: vocabulary_of(w) for note, w in words.items()}
 
 
@@ -456,7 +467,7 @@ def sentence_features(
     for chunk in chunks:
         note_score[chunk.note_id] = max(note_score.get(chunk.note_id, -1.0), chunk.score)
         note_rank.setdefault(chunk.note_id, len(note_rank))
-        note_terms.setdefault(chunk.note_id, set()).update(terms(f"{chunk.title} {chunk.heading} {chunk.text}"))
+        note_terms.setdefault(chunk.note_id, set()).update(chunk_terms(chunk))
     recent = bool(RECENT.search(question))
     dates = [latest_date(f"{s.heading} {s.text}") if recent else None for s in sentences]
     note_latest: dict[str, tuple[int, int, int]] = {}
@@ -534,8 +545,9 @@ def question_features(
     store_subject = _store_subject(question, chunks, counts)
     lead = sentences[best]
     lead_words = vocabulary_of(terms(f"{lead.chunk.title} {lead.heading} {lead.text}"))
-    retrieved_words = set().union(*_note_words(chunks).values())
-    note_words = _note_words([c for c in chunks if c.note_id == note])[note]
+    words = _note_words(chunks)
+    retrieved_words = set().union(*words.values())
+    note_words = words[note]
     return np.asarray(
         (
             float(scores[best]),

@@ -4,7 +4,9 @@
 
 Prints a table of p50/p95 milliseconds per question and each row's ratio to the embedding router.
 The `llm` rows use the installed adapter (models/router-llm) when there is one, else the bare
-SmolLM2 base with the same prompt and label scoring (same architecture, same cost).
+SmolLM2 base with the same prompt and label scoring (same architecture, same cost). They go lever
+by lever: float32 with the whole-vocabulary projection (the scorer before issue #16), float32
+reading only the labels' rows of the output layer, then int8 (router.quantize, the app's default).
 With `--store` (an ingested store) it also times the default router as the app serves it (the head
 + the store vote, from one question vector) and that route plus the retrieval it drives.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -54,6 +57,8 @@ def main() -> None:
     parser.add_argument("--store", type=Path, help="an ingested store: also time the served router + retrieval")
     args = parser.parse_args()
 
+    import copy
+
     import torch
 
     from core.categories import load_categories
@@ -62,6 +67,7 @@ def main() -> None:
     from router.embedding import EmbeddingRouter
     from router.llm import LabelScorer, LLMRouter, load_adapted_model
     from router.meta import read_meta
+    from router.quantize import quantize_int8
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -79,12 +85,15 @@ def main() -> None:
     else:
         model, tokenizer = load_causal_lm(SMOLLM2, settings.var_dir)
         llm_name, label_format = "llm (base, codes)", "codes"
-    scorer = LabelScorer(model, tokenizer, labels, label_format)
-    cached, uncached = LLMRouter(scorer), LLMRouter(scorer, use_cache=False)
+    vocab = LLMRouter(LabelScorer(model, tokenizer, labels, label_format, label_rows=False))
+    fp32 = LLMRouter(LabelScorer(model, tokenizer, labels, label_format))
+    int8_model = copy.deepcopy(model)
+    cached = LLMRouter(quantize_int8(LabelScorer(int8_model, tokenizer, labels, label_format)))
+    uncached = LLMRouter(cached.scorer, use_cache=False)
     zero_base, zero_tok = load_causal_lm(SMOLLM2, settings.var_dir)
     zero_shot = LLMRouter(LabelScorer(zero_base, zero_tok, labels, "names", with_scopes=True), "zero-shot")
 
-    for router in (embedding, cached):  # warm up: first calls allocate
+    for router in (embedding, vocab, fp32, cached):  # warm up: first calls allocate
         router.route_batch(questions[:4])
     served: list[tuple[str, list[float]]] = []
     if args.store:
@@ -93,18 +102,23 @@ def main() -> None:
         ("embedding, single", timed_single(embedding.route, questions)),
         *served,
         ("embedding, batch 16", timed_batches(embedding.route_batch, questions, 16)),
-        (f"{llm_name}, single, prefix cache", timed_single(cached.route, questions)),
-        (f"{llm_name}, single, no cache", timed_single(uncached.route, questions)),
-        (f"{llm_name}, batch 16, prefix cache", timed_batches(cached.route_batch, questions, 16)),
-        (f"{llm_name}, batch 16, no cache", timed_batches(uncached.route_batch, questions, 16)),
+        (f"{llm_name}, float32, whole vocabulary, single", timed_single(vocab.route, questions)),
+        (f"{llm_name}, float32, label rows, single", timed_single(fp32.route, questions)),
+        (f"{llm_name}, int8, label rows, single", timed_single(cached.route, questions)),
+        (f"{llm_name}, int8, label rows, single, no cache", timed_single(uncached.route, questions)),
+        (f"{llm_name}, float32, label rows, batch 16", timed_batches(fp32.route_batch, questions, 16)),
+        (f"{llm_name}, int8, label rows, batch 16", timed_batches(cached.route_batch, questions, 16)),
         ("zero-shot (names, 20 labels x multi-token), single", timed_single(zero_shot.route, questions[:10])),
     ]
     base = statistics.median(rows[0][1])
     print(f"{len(questions)} test questions, torch threads {torch.get_num_threads()}")
-    print(f"{'router':<58}{'p50 ms':>9}{'p95 ms':>9}{'x embedding':>13}")
+    print(f"{'router':<66}{'p50 ms':>9}{'p95 ms':>9}{'x embedding':>13}")
     for name, values in rows:
         p50 = percentile(values, 50)
-        print(f"{name:<58}{p50:>9.1f}{percentile(values, 95):>9.1f}{p50 / base:>13.1f}")
+        print(f"{name:<66}{p50:>9.1f}{percentile(values, 95):>9.1f}{p50 / base:>13.1f}")
+    best = min(percentile(v, 50) for name, v in rows if name.startswith(llm_name) and name.endswith("single"))
+    print(f"best llm router, single question: p50 {best:.1f} ms (issue #16 target <= 60 ms)")
+    print(f"1-min load average {os.getloadavg()[0]:.1f} ({os.cpu_count()} cores)")
 
 
 def served_rows(settings, labels, store_dir: Path, questions: list[str]) -> list[tuple[str, list[float]]]:

@@ -172,7 +172,8 @@ def train(recipe: Recipe, settings: Settings) -> dict[str, Any]:
     val_gold = [data.labels.ids.index(e.category) for e in data.val]
 
     def validate(model: Any) -> tuple[float, Any]:
-        scorer = LabelScorer(model, tokenizer, data.labels, recipe.label_format)
+        # The whole-vocabulary projection: while training, the code rows live in the adapter's wrapper.
+        scorer = LabelScorer(model, tokenizer, data.labels, recipe.label_format, label_rows=False)
         probs = []
         for i in range(0, len(val_questions), 32):
             probs.extend(scorer.probabilities(val_questions[i : i + 32]))

@@ -2,8 +2,12 @@
 
 `LabelScorer` is the one scorer shared by training (val accuracy), inference and eval. It runs the
 fixed prompt prefix once, keeps its KV cache, and per call computes only the question's tokens.
-Labels that are one token are read from the logits after the prompt (softmax over the labels);
-multi-token labels are scored by their summed log-prob. Either way the output is a valid label.
+Labels that are one token are read from the logits after the prompt (softmax over the labels),
+computed from the label tokens' rows of the output layer only (20 rows, not the 49k-token
+vocabulary: the softmax over the labels is the same); multi-token labels are scored by their
+summed log-prob. Either way the output is a valid label.
+
+`router.quantize.quantize_int8(scorer)` then makes the decoder int8 (the app's default).
 """
 
 from __future__ import annotations
@@ -24,8 +28,15 @@ class LabelScorer:
     """Probabilities over `labels` for questions, from a (possibly adapted) causal LM."""
 
     def __init__(
-        self, model: Any, tokenizer: Any, labels: LabelSet, label_format: str, with_scopes: bool = False
+        self,
+        model: Any,
+        tokenizer: Any,
+        labels: LabelSet,
+        label_format: str,
+        with_scopes: bool = False,
+        label_rows: bool = True,
     ) -> None:
+        """`label_rows=False` projects onto the whole vocabulary (the reference the label-row path is tested against)."""
         self.model, self.tokenizer, self.labels = model, tokenizer, labels
         self.label_format, self.with_scopes = label_format, with_scopes
         self.label_strings = labels.labels(label_format)
@@ -38,6 +49,18 @@ class LabelScorer:
         self.prefix_ids = tokenizer.encode(self.prefix_text, add_special_tokens=False)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self._prefix_cache: Any = None
+        # The output layer restricted to the labels' tokens: (labels, dim), plus its bias if it has one.
+        self.label_weight: Any = None
+        self.label_bias: Any = None
+        import torch
+
+        head = model.get_output_embeddings()
+        if self.single_token and label_rows and isinstance(head, torch.nn.Linear):
+            # A plain linear head only: an adapter's wrapped head (training) keeps its own row deltas.
+            rows = torch.tensor(firsts)
+            self.label_weight = head.weight.detach()[rows].float().clone()
+            if getattr(head, "bias", None) is not None:
+                self.label_bias = head.bias.detach()[rows].float().clone()
 
     def question_ids(self, question: str) -> list[int]:
         ids: list[int] = self.tokenizer.encode(" ".join(question.split()) + self.suffix_text, add_special_tokens=False)
@@ -68,7 +91,9 @@ class LabelScorer:
             ids[i, : len(row)] = torch.tensor(row)
             mask[i, : len(row)] = 1
         n_prefix = len(self.prefix_ids)
-        full_mask = torch.cat([torch.ones((len(rows), n_prefix), dtype=torch.long), mask], dim=1)
+        full_mask: Any = torch.cat([torch.ones((len(rows), n_prefix), dtype=torch.long), mask], dim=1)
+        if len({len(r) for r in rows}) == 1:
+            full_mask = None  # no padding: the plain causal mask, which attention builds fastest
         decoder = self.model.get_decoder()
         if not use_cache:
             prefix = torch.tensor(self.prefix_ids).expand(len(rows), -1)
@@ -86,7 +111,7 @@ class LabelScorer:
         return torch.log_softmax(self.model.get_output_embeddings()(hidden).float(), dim=-1)
 
     def log_scores(self, questions: list[str], use_cache: bool = True) -> Any:
-        """Unnormalised log-scores (n, labels): log p(label | prompt)."""
+        """Unnormalised log-scores (n, labels): log p(label | prompt), for one-token labels up to a constant per row."""
         import torch
 
         with torch.inference_mode():
@@ -94,6 +119,10 @@ class LabelScorer:
             if self.single_token:
                 hidden = self._hidden(q_rows, use_cache)
                 last = torch.stack([hidden[i, len(r) - 1] for i, r in enumerate(q_rows)])
+                if self.label_weight is not None:
+                    # Label logits; they differ from the vocabulary log-probs by one constant per row.
+                    logits = last.float() @ self.label_weight.T
+                    return logits if self.label_bias is None else logits + self.label_bias
                 label_ids = torch.tensor([t[0] for t in self.label_tokens])
                 return self._log_probs(last)[:, label_ids]
             out = torch.empty((len(questions), len(self.label_tokens)))

@@ -55,6 +55,10 @@ def _llm(settings: Settings, labels: LabelSet, generate: bool = False) -> Loaded
     check_labels(meta, labels, model_dir, MAKE_LLM)
     model, tokenizer = load_adapted_model(model_dir, meta["base_model"], settings.var_dir)
     scorer = LabelScorer(model, tokenizer, labels, meta["label_format"])
+    if settings.llm_int8:
+        from router.quantize import quantize_int8
+
+        quantize_int8(scorer)
     name = "llm-generate" if generate else "llm"
     return LoadedRouter(LLMRouter(scorer, name, generate), FilterPolicy.from_json(meta.get("thresholds")), name)
 

@@ -83,6 +83,38 @@ def test_multi_token_labels_are_scored_by_summed_log_prob(tiny_qwen3, labels) ->
     assert float(scorer.log_scores(QUESTIONS[:1])[0, i]) == pytest.approx(by_hand, abs=1e-3)
 
 
+def test_label_rows_and_int8_keep_the_whole_vocabulary_argmax(tiny_qwen3, labels) -> None:
+    import copy
+
+    import torch
+
+    from router.llm import LabelScorer
+    from router.quantize import OutlierSplitLinear, quantize_int8
+
+    model, tokenizer = tiny_qwen3
+    vocab = LabelScorer(model, tokenizer, labels, "codes", label_rows=False)
+    rows = LabelScorer(model, tokenizer, labels, "codes")
+    assert vocab.label_weight is None and rows.label_weight.shape == (20, model.config.hidden_size)
+    # Reading only the labels' rows of the output layer gives the same probabilities.
+    reference = vocab.probabilities(QUESTIONS)
+    assert rows.probabilities(QUESTIONS) == pytest.approx(reference, abs=1e-5)
+    # int8: every decoder linear layer quantized (down projections split around their outlier
+    # channels), the output layer float, the winner unchanged.
+    int8 = quantize_int8(LabelScorer(copy.deepcopy(model), tokenizer, labels, "codes"), outliers=4)
+    decoder = int8.model.get_decoder()
+    assert not any(isinstance(m, torch.nn.Linear) for m in decoder.modules())
+    assert all(isinstance(layer.mlp.down_proj, OutlierSplitLinear) for layer in decoder.layers)
+    assert all(len(layer.mlp.down_proj.outliers) == 4 for layer in decoder.layers)
+    assert isinstance(int8.model.get_output_embeddings(), torch.nn.Linear)
+    assert (int8.probabilities(QUESTIONS).argmax(axis=1) == reference.argmax(axis=1)).all()
+    assert any(isinstance(m, torch.nn.Linear) for m in model.get_decoder().modules())  # the fixture's model untouched
+
+
+def test_llm_int8_setting_reads_the_environment() -> None:
+    assert from_env({}).llm_int8 is True
+    assert from_env({"HOUSECHAT_LLM_INT8": "0"}).llm_int8 is False
+
+
 def test_embedded_smollm2_scores_and_generates(labels) -> None:
     from router.llm import LabelScorer, LLMRouter
 

@@ -90,15 +90,22 @@ class OutlierSplitLinear(torch.nn.Module):
         return self.bulk(x.index_select(-1, self.keep)) + x.index_select(-1, self.outliers) @ self.outlier_weight.T
 
 
-def quantize_int8(scorer: LabelScorer, outliers: int = OUTLIER_CHANNELS) -> LabelScorer:
-    """Quantize the scorer's decoder to int8 in place (prefix cache float32, down-projection outliers float32)."""
-    scorer.prefix_cache()
-    found = down_input_maxima(scorer, calibration_texts(scorer))
+def quantize_int8(scorer: LabelScorer, outliers: int = OUTLIER_CHANNELS, float_prefix: bool = True) -> LabelScorer:
+    """Quantize the scorer's decoder to int8 in place (prefix cache float32, down-projection outliers float32).
+
+    `outliers=0` quantizes the down projections whole; as many as their inputs leaves them float32.
+    `float_prefix=False` computes the prefix cache with the int8 model (benchmarks/router_int8.py
+    measures every variant).
+    """
+    if float_prefix:
+        scorer.prefix_cache()
+    found = down_input_maxima(scorer, calibration_texts(scorer)) if outliers else {}
     decoder = scorer.model.get_decoder()
     downs = {id(mlp.down_proj) for mlp, _ in found.values()}
     names = [n for n, m in decoder.named_modules() if isinstance(m, torch.nn.Linear) and id(m) not in downs]
     _dynamic_int8(decoder, names)
     for mlp, x_max in found.values():
-        top = x_max.topk(min(outliers, x_max.numel())).indices.sort().values
-        mlp.down_proj = OutlierSplitLinear(mlp.down_proj, top)
+        if outliers < x_max.numel():
+            top = x_max.topk(outliers).indices.sort().values
+            mlp.down_proj = OutlierSplitLinear(mlp.down_proj, top)
     return scorer

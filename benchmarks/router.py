@@ -112,6 +112,13 @@ def main() -> None:
     ]
     base = statistics.median(rows[0][1])
     print(f"{len(questions)} test questions, torch threads {torch.get_num_threads()}")
+    scorer = fp32.scorer
+    lengths = sorted(len(scorer.question_ids(q)) for q in questions)
+    tail = len(tokenizer.encode(scorer.suffix_text, add_special_tokens=False))
+    print(
+        f"tokens per question: prefix {len(scorer.prefix_ids)} (cached once), computed per question "
+        f"median {statistics.median(lengths):g} (min {lengths[0]}, max {lengths[-1]}) of which {tail} are the chat tail"
+    )
     print(f"{'router':<66}{'p50 ms':>9}{'p95 ms':>9}{'x embedding':>13}")
     for name, values in rows:
         p50 = percentile(values, 50)

@@ -7,6 +7,7 @@ The `llm` rows use the installed adapter (models/router-llm) when there is one, 
 SmolLM2 base with the same prompt and label scoring (same architecture, same cost). They go lever
 by lever: float32 with the whole-vocabulary projection (the scorer before issue #16), float32
 reading only the labels' rows of the output layer, then int8 (router.quantize, the app's default).
+Those single-question rows take turns question by question, so a shared box's load falls on each.
 With `--store` (an ingested store) it also times the default router as the app serves it (the head
 + the store vote, from one question vector) and that route plus the retrieval it drives.
 """
@@ -36,6 +37,17 @@ def timed_single(route, questions: list[str]) -> list[float]:
         start = time.perf_counter()
         route(q)
         out.append((time.perf_counter() - start) * 1000)
+    return out
+
+
+def timed_interleaved(routes: list, questions: list[str]) -> list[list[float]]:
+    """`timed_single` for several routers taking turns per question, so a shared box's load falls on all alike."""
+    out: list[list[float]] = [[] for _ in routes]
+    for q in questions:
+        for times, route in zip(out, routes, strict=True):
+            start = time.perf_counter()
+            route(q)
+            times.append((time.perf_counter() - start) * 1000)
     return out
 
 
@@ -98,14 +110,15 @@ def main() -> None:
     served: list[tuple[str, list[float]]] = []
     if args.store:
         served = served_rows(settings, labels, args.store, questions)
+    singles = timed_interleaved([vocab.route, fp32.route, cached.route, uncached.route], questions)
     rows = [
         ("embedding, single", timed_single(embedding.route, questions)),
         *served,
         ("embedding, batch 16", timed_batches(embedding.route_batch, questions, 16)),
-        (f"{llm_name}, float32, whole vocabulary, single", timed_single(vocab.route, questions)),
-        (f"{llm_name}, float32, label rows, single", timed_single(fp32.route, questions)),
-        (f"{llm_name}, int8, label rows, single", timed_single(cached.route, questions)),
-        (f"{llm_name}, int8, label rows, single, no cache", timed_single(uncached.route, questions)),
+        (f"{llm_name}, float32, whole vocabulary, single", singles[0]),
+        (f"{llm_name}, float32, label rows, single", singles[1]),
+        (f"{llm_name}, int8, label rows, single", singles[2]),
+        (f"{llm_name}, int8, label rows, single, no cache", singles[3]),
         (f"{llm_name}, float32, label rows, batch 16", timed_batches(fp32.route_batch, questions, 16)),
         (f"{llm_name}, int8, label rows, batch 16", timed_batches(cached.route_batch, questions, 16)),
         ("zero-shot (names, 20 labels x multi-token), single", timed_single(zero_shot.route, questions[:10])),

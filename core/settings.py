@@ -56,7 +56,7 @@ class Settings:
     # Fuse BM25 keyword hits with the vector hits (core.retrieval): on by the QA dev split, where it
     # raised hit@3 in every filter mode (docs/results/filtering.md).
     hybrid: bool = True
-    # Run the `llm` router's decoder with int8 linear layers (router.llm.quantize_int8): the latency
+    # Run the `llm` router's decoder with int8 linear layers (router.quantize.quantize_int8): the latency
     # lever of docs/results/router.md, kept on because val accuracy held there. 0 = float32.
     llm_int8: bool = True
 

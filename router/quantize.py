@@ -1,14 +1,14 @@
 """int8 for the `llm` router: the decoder's linear layers quantized after the adapter is merged.
 
 Dynamic quantization (torch's `quantize_dynamic`): weights int8 per output channel, activations
-quantized per call with one scale per tensor, so nothing is retrained. Plain int8 everywhere cost
-the fine-tuned 135M router 1.8 points of val accuracy; three choices keep its decisions
-(docs/results/router.md measures each):
+quantized per call with one scale per tensor, so nothing is retrained. Plain int8 everywhere
+changed a fifth of the fine-tuned 135M router's decisions; three choices keep most of them
+(benchmarks/router_int8.py measures each, docs/results/router.md records it):
 
 - The fixed prompt prefix is run in float32 before quantizing, so its KV cache is exact: the
   prompt's first tokens carry the model's largest activations.
-- The MLP's down projection sees a few input channels tens to thousands of times larger than the
-  median one, and one activation scale per tensor then rounds the other channels away. Those
+- In several layers the MLP's down projection sees a few input channels many times larger than
+  the median one, and one activation scale per tensor then rounds the other channels away. Those
   few channels (found on the categories' own names and scopes, run through the float model) stay
   float32; the rest of the projection is int8 (LLM.int8()'s outlier split, with a fixed set).
 - The output layer stays float: the scorer reads only the labels' rows of it.

@@ -119,7 +119,7 @@ def test_embed_cached_returns_the_same_vectors_and_embeds_each_text_once(tmp_pat
     first = models.embed_cached(["a card question", "a pool question"], cache)
     calls: list[list[str]] = []
     real = models.embed
-    monkeypatch.setattr(models, "embed", lambda texts: calls.append(texts) or real(texts))
+    monkeypatch.setattr(models, "embed", lambda texts, encoder=None: calls.append(texts) or real(texts))
     again = models.embed_cached(["a pool question", "a new one", "a card question"], cache)
     assert calls == [["a new one"]]
     assert np.allclose(again[0], first[1]) and np.allclose(again[2], first[0])

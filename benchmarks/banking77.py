@@ -114,14 +114,18 @@ def main(argv: list[str] | None = None) -> int:
         result = json.loads(summary_path.read_text())["backends"]["embedding"]
         meta = json.loads((out / "meta.json").read_text())
         lo, hi = result["accuracy_ci"]
+        refit = meta.get("refit_on_val")
+        n_train = meta["metrics"]["n_train"] + meta["metrics"].get("n_val_refit", 0)
         rows.append(
-            f"| embedding ({meta['features']}, {meta['classifier']}) | {setting} | {meta['metrics']['n_train']} | "
+            f"| embedding ({meta['features']}, {meta['classifier']}{', refit on train + val' if refit else ''}) | "
+            f"{setting} | {n_train} | "
             f"{result['accuracy']:.2%} ({lo:.1%}–{hi:.1%}) | {result['macro_f1']:.3f} | "
             f"{meta['metrics']['val_accuracy']:.1%} | {train_s:.0f} s | {result['latency_ms']['p50']:.1f} ms |"
         )
     table = "\n".join(
         [
-            "| router | train | n train | test accuracy (95% CI) | macro-F1 | val acc | training | p50 latency |",
+            "| router | train | n train (final head) | test accuracy (95% CI) | macro-F1 | val acc (before any refit) "
+            "| training | p50 latency |",
             "|---|---|---|---|---|---|---|---|",
             *rows,
             "",

@@ -42,7 +42,7 @@ VOTE_FLOOR = 1e-3  # every label keeps a little mass, so one vote never vetoes t
 VOTE_WEIGHTS = tuple(round(0.1 * i, 1) for i in range(0, 31))
 CHAR_WEIGHTS = (0.0, 1.0, 2.0, 3.0)  # n-gram block weight against MiniLM; 0 = MiniLM only
 NGRAMS = (2, 5)
-WORD_WEIGHTS = (0.0, 0.5, 1.0, 2.0)  # the word uni/bi-gram block's weights tried with `word_ngrams`
+WORD_WEIGHTS = (0.0, 0.5, 1.0)  # the word uni/bi-gram block's weights tried with `word_ngrams`
 WORD_NGRAMS = (1, 2)
 
 
@@ -329,15 +329,23 @@ def fit(
     y_train = np.array([index[e.category] for e in train])
     y_val = np.array([index[e.category] for e in val])
     best: tuple[float, float, float, float, Any] = (-1.0, 0.0, 0.0, 0.0, None)
-    for word_weight in word_weights:  # ties keep the simpler (smaller, earlier) weights
-        for weight in char_weights:
-            a_train = blocks(x_train, [(weight, c_train), (word_weight, w_train)])
-            a_val = blocks(x_val, [(weight, c_val), (word_weight, w_val)])
-            for c in C_GRID:
-                clf = LogisticRegression(C=c, max_iter=3000).fit(a_train, y_train)
-                acc = float((clf.predict(a_val) == y_val).mean())
-                if acc > best[0]:
-                    best = (acc, weight, word_weight, c, clf)
+
+    def try_weights(weight: float, word_weight: float) -> None:
+        nonlocal best
+        a_train = blocks(x_train, [(weight, c_train), (word_weight, w_train)])
+        a_val = blocks(x_val, [(weight, c_val), (word_weight, w_val)])
+        for c in C_GRID:
+            clf = LogisticRegression(C=c, max_iter=3000).fit(a_train, y_train)
+            acc = float((clf.predict(a_val) == y_val).mean())
+            if acc > best[0]:  # ties keep the simpler (smaller, earlier) weights
+                best = (acc, weight, word_weight, c, clf)
+
+    # Char weight x C first (the default router's grid), then the word block's weights x C at that
+    # char weight: a coordinate search, so the word block costs a few fits, not a whole second grid.
+    for weight in char_weights:
+        try_weights(weight, word_weights[0])
+    for word_weight in word_weights[1:]:
+        try_weights(best[1], word_weight)
     val_acc, w_best, ww_best, c_best, clf = best
     chars_used, words_used = (chars if w_best else None), (words if ww_best else None)
     coef, intercept = full_width(clf, labels)

@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--router-args",
         default="",
-        help='more `finetune embedding` options for every setting, e.g. "--refit-on-val --word-ngrams"',
+        help='more `finetune embedding` options for every setting, e.g. "--refit-on-val --word-ngrams" '
+        "(a single option needs the = form: --router-args=--refit-on-val)",
     )
     parser.add_argument("--tag", default="", help="suffix of the router folders and summaries (one per variant)")
     args = parser.parse_args(argv)

@@ -110,7 +110,8 @@ def test_a_fine_tuned_encoder_is_saved_with_the_router_and_used_to_route(
     command += ["--no-notes", "--no-vote", "--output-dir", str(out), "--fine-tune-epochs", "6"]
     assert finetune_main([*command, "--refit-on-val", "--word-ngrams"]) == 0
     meta = json.loads((out / "meta.json").read_text())
-    assert meta["encoder"]["dir"] == "encoder" and meta["encoder"]["steps"] == 2  # 6 epochs x 12 questions / 32 per batch
+    # 6 epochs x 12 questions / 32 per batch = 2 steps
+    assert meta["encoder"]["dir"] == "encoder" and meta["encoder"]["steps"] == 2
     assert meta["features"].startswith("fine-tuned MiniLM") and meta["refit_on_val"] is True
     assert (out / "encoder" / "model.safetensors").exists()
     caches = sorted(p.name for p in (var / "embed-cache").iterdir())

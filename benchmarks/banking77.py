@@ -7,7 +7,7 @@ validation slice of train (10% per intent, seed 77), then per setting:
   full  train on the rest of train.csv;
   10    train on 10 examples per intent drawn from that rest (seed 77), tune on 5 per intent of val;
 each with `python -m finetune embedding --train-file .. --val-file .. --labels-from-data --no-notes
---no-vote --output-dir var/banking77/router-<setting>`, then scores test.csv with `python -m eval
+--no-vote --output-dir var/banking77/router-<setting>[-<tag>] [--router-args ...]`, then scores test.csv with `python -m eval
 routing --test-file test.csv --backends embedding --embedding-dir var/banking77/router-<setting>`
 (one question at a time, so the latency is a user's). MiniLM vectors are cached under
 var/embed-cache, so the training time of a rerun is the head's fit (the first run also embeds).
@@ -79,6 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shots", default="full,10", help="settings to run: full and/or 10 (default both)")
     parser.add_argument("--work", type=Path, default=Path("var/banking77"), help="splits, routers, reports")
     parser.add_argument("--out", type=Path, help="also write the table to this Markdown file")
+    parser.add_argument(
+        "--router-args",
+        default="",
+        help='more `finetune embedding` options for every setting, e.g. "--refit-on-val --word-ngrams" '
+        "(a single option needs the = form: --router-args=--refit-on-val)",
+    )
+    parser.add_argument("--tag", default="", help="suffix of the router folders and summaries (one per variant)")
     args = parser.parse_args(argv)
     train_csv, test_csv = args.data / "train.csv", args.data / "test.csv"
     for path in (train_csv, test_csv):
@@ -88,17 +95,19 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for setting in [s.strip() for s in args.shots.split(",") if s.strip()]:
         train, val = files[setting]
-        out = args.work / f"router-{setting}"
+        name = f"{setting}{'-' + args.tag if args.tag else ''}"
+        out = args.work / f"router-{name}"
         start = time.perf_counter()
         command = [
             "embedding",
             *("--train-file", str(train), "--val-file", str(val), "--labels-from-data"),
             *("--no-notes", "--no-vote", "--output-dir", str(out)),
+            *args.router_args.split(),
         ]
         if finetune_main(command) != 0:
             return 1
         train_s = time.perf_counter() - start
-        summary_path = args.work / f"test-{setting}.json"
+        summary_path = args.work / f"test-{name}.json"
         score = ["routing", "--test-file", str(test_csv), "--backends", "embedding", "--embedding-dir", str(out)]
         score += ["--report", str(args.work / "reports"), "--summary", str(summary_path), "--json"]
         if eval_main(score) != 0:
@@ -106,14 +115,18 @@ def main(argv: list[str] | None = None) -> int:
         result = json.loads(summary_path.read_text())["backends"]["embedding"]
         meta = json.loads((out / "meta.json").read_text())
         lo, hi = result["accuracy_ci"]
+        refit = meta.get("refit_on_val")
+        n_train = meta["metrics"]["n_train"] + meta["metrics"].get("n_val_refit", 0)
         rows.append(
-            f"| embedding ({meta['features']}, {meta['classifier']}) | {setting} | {meta['metrics']['n_train']} | "
+            f"| embedding ({meta['features']}, {meta['classifier']}{', refit on train + val' if refit else ''}) | "
+            f"{setting} | {n_train} | "
             f"{result['accuracy']:.2%} ({lo:.1%}–{hi:.1%}) | {result['macro_f1']:.3f} | "
             f"{meta['metrics']['val_accuracy']:.1%} | {train_s:.0f} s | {result['latency_ms']['p50']:.1f} ms |"
         )
     table = "\n".join(
         [
-            "| router | train | n train | test accuracy (95% CI) | macro-F1 | val acc | training | p50 latency |",
+            "| router | train | n train (final head) | test accuracy (95% CI) | macro-F1 | val acc (before any refit) "
+            "| training | p50 latency |",
             "|---|---|---|---|---|---|---|---|",
             *rows,
             "",

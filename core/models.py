@@ -169,31 +169,32 @@ def load_causal_lm(base: str, var_dir: Path, dtype: str = "float32", cache: bool
         return model, tokenizer
 
 
-def load_embedder() -> Any:
-    """The MiniLM sentence embedder (cached per process)."""
-    key = (MINILM, "st")
+def load_embedder(encoder: Path | None = None) -> Any:
+    """The MiniLM sentence embedder, or a fine-tuned copy saved in `encoder` (cached per process)."""
+    key = (str(Path(encoder).resolve()) if encoder else MINILM, "st")
     with _lock:
         if key not in _loaded:
             offline_env()
             from sentence_transformers import SentenceTransformer
 
-            _loaded[key] = SentenceTransformer(str(minilm_path()), device="cpu")
+            _loaded[key] = SentenceTransformer(str(encoder or minilm_path()), device="cpu")
         return _loaded[key]
 
 
-def embed(texts: list[str], batch_size: int = 64) -> Any:
-    """Normalised MiniLM embeddings as a float32 numpy array (n, 384)."""
-    model = load_embedder()
+def embed(texts: list[str], batch_size: int = 64, encoder: Path | None = None) -> Any:
+    """Normalised MiniLM embeddings (or a fine-tuned `encoder`'s) as a float32 numpy array (n, 384)."""
+    model = load_embedder(encoder)
     return model.encode(
         texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
     )
 
 
-def embed_cached(texts: list[str], cache_file: Path) -> Any:
+def embed_cached(texts: list[str], cache_file: Path, encoder: Path | None = None) -> Any:
     """`embed`, remembering every text's vector in `cache_file` (npz keyed by the text's sha256).
 
     Refitting on the same thousands of external questions (a benchmark, a sweep) then embeds each
-    text once: MiniLM is the slow part on a loaded CPU. The file is rewritten atomically.
+    text once: MiniLM is the slow part on a loaded CPU. The file is rewritten atomically. One cache
+    file per encoder: a fine-tuned encoder's vectors must never mix with MiniLM's.
     """
     import numpy as np
 
@@ -205,13 +206,13 @@ def embed_cached(texts: list[str], cache_file: Path) -> Any:
         known = dict(zip((str(k) for k in saved["keys"]), saved["vectors"], strict=True))
     missing = sorted({k: t for k, t in zip(keys, texts, strict=True) if k not in known}.items())
     if missing:
-        new = embed([t for _, t in missing])
+        new = embed([t for _, t in missing], encoder=encoder)
         known.update({k: v for (k, _), v in zip(missing, new, strict=True)})
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_file.with_name(f"{cache_file.stem}.tmp{os.getpid()}.npz")
         np.savez(tmp, keys=np.array(list(known), dtype=str), vectors=np.stack(list(known.values())))
         tmp.replace(cache_file)
-    return np.stack([known[k] for k in keys]).astype(np.float32) if texts else embed([])
+    return np.stack([known[k] for k in keys]).astype(np.float32) if texts else embed([], encoder=encoder)
 
 
 def single_token_check(var_dir: Path) -> Callable[[str], bool]:

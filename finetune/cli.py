@@ -89,6 +89,27 @@ def make_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="head only (default: mix in the store vote, its weight picked on val; needs an ingested store)",
     )
+    emb.add_argument(
+        "--word-ngrams",
+        action="store_true",
+        help="also try word uni/bi-gram TF-IDF features beside the char n-grams (weight picked on val, 0 allowed)",
+    )
+    emb.add_argument(
+        "--refit-on-val",
+        action="store_true",
+        help="after every choice is picked on val, refit the head on train + val (more data for the saved head; "
+        "the reported val accuracy stays the pre-refit one)",
+    )
+    emb.add_argument(
+        "--fine-tune-epochs",
+        type=float,
+        default=0.0,
+        help="first fine-tune MiniLM itself on train for this many epochs (softmax head, end to end; saved in "
+        "OUTPUT_DIR/encoder), then fit the head on its vectors; needs --no-vote. Default 0: frozen MiniLM",
+    )
+    emb.add_argument(
+        "--fine-tune-lr", type=float, default=8e-5, help="the encoder's learning rate with --fine-tune-epochs"
+    )
     emb.add_argument("--store", type=Path, default=None, help="the store to vote with (default var/store)")
     emb.add_argument("--chroma-url", default=None, help="vote with a Chroma server's store instead")
 
@@ -191,7 +212,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_embedding(args: argparse.Namespace) -> int:
     from finetune.data import Dropped, note_examples
-    from router.embedding import fit
+    from router.embedding import WORD_WEIGHTS, fit
 
     settings = from_env()
     dropped = Dropped()
@@ -212,19 +233,59 @@ def run_embedding(args: argparse.Namespace) -> int:
         print(f"{len(notes)} note paragraphs from {settings.notes_dir} join the {len(train)} training questions")
     if dropped.counts:
         print(dropped.message(labels), file=sys.stderr)
+    if args.fine_tune_epochs and not args.no_vote:
+        raise HousechatError(
+            "--fine-tune-epochs needs --no-vote: the store vote searches with the stock MiniLM's vectors"
+        )
     store = None
     if not args.no_vote:
         from core.store import open_store
 
         store = open_store(from_env(store=args.store, chroma_url=args.chroma_url), create=False)
         print(f"store vote tuned on val with the store at {store.location}")
+    encoder = None
+    if args.fine_tune_epochs:
+        embedder, encoder = _fine_tuned_embedder(args, settings, train + extra + notes, labels, Path(out))
     more = {"embedder": embedder} if embedder else {}
-    meta = fit(train + extra, val, labels, out, data_hash, extra=notes, store=store, provenance=provenance, **more)
+    meta = fit(
+        train + extra,
+        val,
+        labels,
+        out,
+        data_hash,
+        extra=notes,
+        store=store,
+        provenance=provenance,
+        word_weights=WORD_WEIGHTS if args.word_ngrams else (0.0,),
+        refit_on_val=args.refit_on_val,
+        encoder=encoder,
+        **more,
+    )
     print(
         f"embedding router: {len(labels)} categories, val accuracy {meta['metrics']['val_accuracy']:.3f}, "
         f"thresholds {meta['thresholds']}; saved to {out}"
     )
     return 0
+
+
+def _fine_tuned_embedder(
+    args: argparse.Namespace, settings: Settings, train: list[RoutingExample], labels: LabelSet, out: Path
+) -> tuple[Any, dict[str, Any]]:
+    """Fine-tune MiniLM on `train` into OUT/encoder; a cached embedder for it and its meta entry.
+
+    The vectors are cached per encoder (keyed by its weights' hash), never mixed with MiniLM's.
+    """
+    from functools import partial
+
+    from core.models import embed_cached, file_hash
+    from finetune.encoder import ENCODER_DIR, fine_tune_encoder
+
+    folder = out / ENCODER_DIR
+    print(f"fine-tuning MiniLM on {len(train)} examples for {args.fine_tune_epochs:g} epochs into {folder}")
+    info = fine_tune_encoder(train, labels, folder, epochs=args.fine_tune_epochs, lr=args.fine_tune_lr)
+    digest = file_hash(folder / "model.safetensors")[:16]
+    cache = settings.var_dir / "embed-cache" / f"encoder-{digest}.npz"
+    return partial(embed_cached, cache_file=cache, encoder=folder), {"dir": ENCODER_DIR, "sha256": digest, **info}
 
 
 def _household_data(

@@ -23,7 +23,7 @@ from core.categories import LabelSet
 from core.errors import HousechatError
 from core.settings import Settings
 from router.base import Route
-from router.embedding import EmbeddingRouter, char_vectorizer, save_head
+from router.embedding import EmbeddingRouter, blocks, char_vectorizer, save_head, word_vectorizer
 from router.meta import read_meta, write_meta
 
 if TYPE_CHECKING:
@@ -55,7 +55,6 @@ def adapted_dir(settings: Settings) -> Path:
 def adapt(base_dir: Path, store: NoteStore, labels: LabelSet, out_dir: Path) -> dict[str, Any]:
     """Refit the head on the base's questions + `store`'s chunks; write it to `out_dir`; return its meta."""
     import numpy as np
-    import scipy.sparse as sp
     from sklearn.linear_model import LogisticRegression
 
     start = time.perf_counter()
@@ -64,6 +63,11 @@ def adapt(base_dir: Path, store: NoteStore, labels: LabelSet, out_dir: Path) -> 
     if not path.exists():
         raise HousechatError(
             f"{base_dir}: no {QUESTIONS_FILE} to adapt from — refit with `python -m finetune embedding`"
+        )
+    if base.get("encoder"):
+        raise HousechatError(
+            f"{base_dir}: its MiniLM was fine-tuned, the store's vectors are the stock MiniLM's — "
+            "refit without --fine-tune-epochs to route a household's store"
         )
     saved = np.load(path)
     index = {c: i for i, c in enumerate(labels.ids)}
@@ -75,15 +79,21 @@ def adapt(base_dir: Path, store: NoteStore, labels: LabelSet, out_dir: Path) -> 
     c_text = [texts[i] for i in keep]
     c_y = np.array([index[str(metas[i]["category"])] for i in keep], dtype=int)
     weight, c = float(base.get("char_weight", 0.0)), float(base.get("C", 4.0))
+    word_weight = float(base.get("word_weight", 0.0))
     x = np.vstack([saved["vectors"].astype(np.float32), vectors[keep].reshape(len(keep), -1)])
-    chars = None
-    features: Any = x
-    if weight:
-        chars = char_vectorizer().fit(q_text + c_text)
-        features = sp.hstack([sp.csr_matrix(x), weight * chars.transform(q_text + c_text)]).tocsr()
+    texts_all = q_text + c_text
+    chars = char_vectorizer().fit(texts_all) if weight else None
+    words = word_vectorizer().fit(texts_all) if word_weight else None
+    features = blocks(
+        x,
+        [
+            (weight, chars.transform(texts_all) if chars else None),
+            (word_weight, words.transform(texts_all) if words else None),
+        ],
+    )
     y = np.concatenate([q_y, c_y])
     clf = LogisticRegression(C=c, max_iter=3000).fit(features, y)
-    save_head(out_dir, clf, labels, chars if weight else None)
+    save_head(out_dir, clf, labels, chars, words)
     meta = {
         **{k: v for k, v in base.items() if k not in ("metrics", "created", "store")},
         "vote_weight": ADAPTED_VOTE_WEIGHT,

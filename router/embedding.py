@@ -5,6 +5,11 @@ what "the hob won't click" means but not our vendors and models ("Corvane", "NM-
 2–5-gram TF-IDF features carry those. Their weight against MiniLM (0 = MiniLM only) and C are
 picked on val. The head and the n-gram vocabulary are saved as plain arrays (`head.npz`, no
 pickle) beside its `meta.json`.
+
+Options (all off by default, so the household's router is fit exactly as before): word uni/bi-gram
+TF-IDF beside the character n-grams (its weight picked on val too), a refit of the chosen head on
+train + val once everything is picked, and a MiniLM fine-tuned on the labels (`finetune.encoder`,
+saved in the router folder) in place of the frozen one.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ VOTE_FLOOR = 1e-3  # every label keeps a little mass, so one vote never vetoes t
 VOTE_WEIGHTS = tuple(round(0.1 * i, 1) for i in range(0, 31))
 CHAR_WEIGHTS = (0.0, 1.0, 2.0, 3.0)  # n-gram block weight against MiniLM; 0 = MiniLM only
 NGRAMS = (2, 5)
+WORD_WEIGHTS = (0.0, 0.5, 1.0)  # the word uni/bi-gram block's weights tried with `word_ngrams`
+WORD_NGRAMS = (1, 2)
 
 
 def char_vectorizer(vocabulary: list[str] | None = None) -> Any:
@@ -47,6 +54,24 @@ def char_vectorizer(vocabulary: list[str] | None = None) -> Any:
     return TfidfVectorizer(
         analyzer="char_wb", ngram_range=NGRAMS, sublinear_tf=True, min_df=2, vocabulary=vocabulary, dtype=np.float32
     )
+
+
+def word_vectorizer(vocabulary: list[str] | None = None) -> Any:
+    """Word uni- and bi-grams, sublinear TF-IDF, L2-normalised (exact words: "top up", "card arrive")."""
+    import numpy as np
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    return TfidfVectorizer(
+        analyzer="word", ngram_range=WORD_NGRAMS, sublinear_tf=True, min_df=1, vocabulary=vocabulary, dtype=np.float32
+    )
+
+
+def blocks(x: Any, parts: list[tuple[float, Any]]) -> Any:
+    """MiniLM vectors beside each weighted sparse n-gram block (weight 0 leaves a block out)."""
+    import scipy.sparse as sp
+
+    used = [weight * block for weight, block in parts if weight]
+    return sp.hstack([sp.csr_matrix(x), *used]).tocsr() if used else x
 
 
 class EmbeddingRouter:
@@ -62,9 +87,14 @@ class EmbeddingRouter:
         char_weight: float = 0.0,
         vote_weight: float = 0.0,
         temperature: float = 1.0,
+        words: Any = None,
+        word_weight: float = 0.0,
+        encoder: Path | None = None,
     ) -> None:
         self.coef, self.intercept, self.labels = coef, intercept, labels
         self.chars, self.char_weight = chars, char_weight
+        self.words, self.word_weight = words, word_weight
+        self.encoder = encoder  # a fine-tuned MiniLM folder; None = the frozen embedded MiniLM
         self.vote_weight, self.temperature = vote_weight, temperature
         self.vote_k, self.vote_power = VOTE_K, VOTE_POWER
         self.store: NoteStore | None = None
@@ -81,16 +111,32 @@ class EmbeddingRouter:
         if meta.get("embedding_model") != MINILM:
             raise HousechatError(f"{model_dir}: head was fit on {meta.get('embedding_model')} embeddings — refit it")
         head = np.load(Path(model_dir) / "head.npz")
-        chars, weight = None, float(meta.get("char_weight", 0.0))
+        weight, word_weight = float(meta.get("char_weight", 0.0)), float(meta.get("word_weight", 0.0))
         vocab = [str(g) for g in head["char_vocab"]] if weight else []
-        if head["coef"].shape[1] != MINILM_DIM + len(vocab) or (weight and len(head["char_idf"]) != len(vocab)):
+        words_vocab = [str(g) for g in head["word_vocab"]] if word_weight else []
+        width = MINILM_DIM + len(vocab) + len(words_vocab)
+        if (
+            head["coef"].shape[1] != width
+            or (weight and len(head["char_idf"]) != len(vocab))
+            or (word_weight and len(head["word_idf"]) != len(words_vocab))
+        ):
             raise HousechatError(f"{model_dir}: head.npz does not match its meta.json — refit it")
+        chars = words = None
         if weight:
             chars = char_vectorizer(vocab)
             chars.idf_ = head["char_idf"]
+        if word_weight:
+            words = word_vectorizer(words_vocab)
+            words.idf_ = head["word_idf"]
+        encoder = None
+        if meta.get("encoder"):
+            encoder = Path(model_dir) / str(meta["encoder"]["dir"])
+            if not (encoder / "config.json").exists():
+                raise HousechatError(f"{encoder}: the fine-tuned encoder is missing — refit the router")
         policy = FilterPolicy.from_json(meta.get("thresholds"))
         vote, temperature = float(meta.get("vote_weight", 0.0)), float(meta.get("temperature", 1.0))
         router = cls(head["coef"], head["intercept"], labels, policy, chars, weight, vote, temperature)
+        router.words, router.word_weight, router.encoder = words, word_weight, encoder
         router.vote_k = int(meta.get("vote_k", VOTE_K))
         router.vote_power = float(meta.get("vote_power", VOTE_POWER))
         return router
@@ -112,13 +158,23 @@ class EmbeddingRouter:
         return self.store
 
     def features(self, questions: list[str], vectors: Any = None) -> Any:
-        """MiniLM embeddings (or the given `vectors` of the questions), then the weighted n-gram block."""
+        """MiniLM embeddings (or the given `vectors` of the questions), then the weighted n-gram blocks.
+
+        With a fine-tuned encoder the given vectors (the stock MiniLM's, shared with retrieval) do
+        not fit the head: the questions are embedded with the router's own encoder.
+        """
         import numpy as np
 
-        x = embed(questions) if vectors is None else np.asarray(vectors, dtype=np.float32).reshape(len(questions), -1)
-        if not self.char_weight:
-            return x
-        return np.hstack([x, self.char_weight * self.chars.transform(questions).toarray().astype(x.dtype)])
+        if vectors is None or self.encoder is not None:
+            x = embed(questions, encoder=self.encoder)
+        else:
+            x = np.asarray(vectors, dtype=np.float32).reshape(len(questions), -1)
+        parts = [x]
+        if self.char_weight:
+            parts.append(self.char_weight * self.chars.transform(questions).toarray().astype(x.dtype))
+        if self.word_weight:
+            parts.append(self.word_weight * self.words.transform(questions).toarray().astype(x.dtype))
+        return np.hstack(parts) if len(parts) > 1 else x
 
     def logits(self, questions: list[str], vectors: Any = None) -> Any:
         """The head's logits, plus the weighted log store vote when a store is attached (before temperature)."""
@@ -189,18 +245,19 @@ def full_width(clf: Any, labels: LabelSet) -> tuple[Any, Any]:
     return coef, intercept
 
 
-def save_head(out_dir: Path, clf: Any, labels: LabelSet, chars: Any) -> Path:
-    """`head.npz`: coefficients, intercepts and the n-gram vocabulary + idf (plain arrays, no pickle)."""
+def save_head(out_dir: Path, clf: Any, labels: LabelSet, chars: Any, words: Any = None) -> Path:
+    """`head.npz`: coefficients, intercepts and the n-gram vocabularies + idf (plain arrays, no pickle)."""
     import numpy as np
 
     coef, intercept = full_width(clf, labels)
-    vocab = [str(g) for g in chars.get_feature_names_out()] if chars is not None else []
-    idf = chars.idf_ if chars is not None else np.zeros(0)
+    arrays: dict[str, Any] = {}
+    for name, vectorizer in (("char", chars), ("word", words)):
+        vocab = [str(g) for g in vectorizer.get_feature_names_out()] if vectorizer is not None else []
+        arrays[f"{name}_vocab"] = np.array(vocab, dtype=str)
+        arrays[f"{name}_idf"] = vectorizer.idf_ if vectorizer is not None else np.zeros(0)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(
-        out_dir / "head.npz", coef=coef, intercept=intercept, char_vocab=np.array(vocab, dtype=str), char_idf=idf
-    )
+    np.savez_compressed(out_dir / "head.npz", coef=coef, intercept=intercept, **arrays)
     return out_dir
 
 
@@ -239,43 +296,68 @@ def fit(
     store: NoteStore | None = None,
     embedder: Callable[[list[str]], Any] = embed,
     provenance: dict[str, Any] | None = None,
+    word_weights: tuple[float, ...] = (0.0,),
+    refit_on_val: bool = False,
+    encoder: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Fit the head on train (+ `extra`, e.g. the notes); pick the n-gram weight, C and the thresholds on val.
+    """Fit the head on train (+ `extra`, e.g. the notes); pick the n-gram weights, C and the thresholds on val.
 
     With a `store` (ingested from the notes), the store vote's mix weight is picked on val too.
     `embedder` turns texts into MiniLM vectors (a cached one for big external files); `provenance`
-    joins meta.json (e.g. the external training files).
+    joins meta.json (e.g. the external training files). `word_weights` are the word uni/bi-gram
+    block's weights to try (default: none). With `refit_on_val`, once every choice is made on val,
+    the n-gram vocabularies and the head are fit again on train + val with those choices (the
+    temperature and thresholds stay the ones picked on val). `encoder` describes a fine-tuned
+    MiniLM saved in `out_dir/encoder["dir"]` that `embedder` already embeds with.
     """
     import numpy as np
-    import scipy.sparse as sp
     from sklearn.linear_model import LogisticRegression
 
+    if encoder is not None and store is not None:
+        raise HousechatError(
+            "the store vote searches with the stock MiniLM's vectors, a fine-tuned encoder's do not match — "
+            "add --no-vote"
+        )
     index = {c: i for i, c in enumerate(labels.ids)}
     n_questions = len(train)
     train = list(train) + list(extra)
     train_q, val_q = [e.question for e in train], [e.question for e in val]
     x_train, x_val = embedder(train_q), embedder(val_q)
-    chars = char_vectorizer().fit(train_q)
+    chars, words = char_vectorizer().fit(train_q), word_vectorizer().fit(train_q)
     c_train, c_val = chars.transform(train_q), chars.transform(val_q)  # sparse: the vocabulary is wide
+    w_train, w_val = words.transform(train_q), words.transform(val_q)
     y_train = np.array([index[e.category] for e in train])
     y_val = np.array([index[e.category] for e in val])
-    best: tuple[float, float, float, Any] = (-1.0, 0.0, 0.0, None)
-    for weight in char_weights:  # ties keep the simpler (smaller) weight
-        a_train = sp.hstack([sp.csr_matrix(x_train), weight * c_train]).tocsr() if weight else x_train
-        a_val = sp.hstack([sp.csr_matrix(x_val), weight * c_val]).tocsr() if weight else x_val
+    best: tuple[float, float, float, float, Any] = (-1.0, 0.0, 0.0, 0.0, None)
+
+    def try_weights(weight: float, word_weight: float) -> None:
+        nonlocal best
+        a_train = blocks(x_train, [(weight, c_train), (word_weight, w_train)])
+        a_val = blocks(x_val, [(weight, c_val), (word_weight, w_val)])
         for c in C_GRID:
             clf = LogisticRegression(C=c, max_iter=3000).fit(a_train, y_train)
             acc = float((clf.predict(a_val) == y_val).mean())
-            if acc > best[0]:
-                best = (acc, weight, c, clf)
-    val_acc, w_best, c_best, clf = best
+            if acc > best[0]:  # ties keep the simpler (smaller, earlier) weights
+                best = (acc, weight, word_weight, c, clf)
+
+    # Char weight x C first (the default router's grid), then the word block's weights x C at that
+    # char weight: a coordinate search, so the word block costs a few fits, not a whole second grid.
+    for weight in char_weights:
+        try_weights(weight, word_weights[0])
+    for word_weight in word_weights[1:]:
+        try_weights(best[1], word_weight)
+    val_acc, w_best, ww_best, c_best, clf = best
+    chars_used, words_used = (chars if w_best else None), (words if ww_best else None)
     coef, intercept = full_width(clf, labels)
-    router = EmbeddingRouter(coef, intercept, labels, chars=chars if w_best else None, char_weight=w_best)
+    # No encoder on this router: val's vectors are always given, already from the right encoder.
+    router = EmbeddingRouter(
+        coef, intercept, labels, chars=chars_used, char_weight=w_best, words=words_used, word_weight=ww_best
+    )
     vote_weight, vote_acc = 0.0, val_acc
     vote_k, vote_power = VOTE_K, VOTE_POWER
     if store is not None:
         # The vote's shape and weight on val: accuracy first, ties broken by log-loss.
-        head_logits = np.log(np.clip(router.probabilities(val_q), 1e-12, None))
+        head_logits = np.log(np.clip(router.probabilities(val_q, x_val), 1e-12, None))
         hits = store_hits(store, x_val, max(k for k, _ in VOTE_SHAPES))
         best_key = (val_acc, -log_loss(head_logits, y_val))
         for k, power in VOTE_SHAPES:
@@ -288,27 +370,54 @@ def fit(
         vote_acc = best_key[0]
         router.vote_weight, router.vote_k, router.vote_power = vote_weight, vote_k, vote_power
         router.attach_store(store)
-    router.temperature = fit_temperature(router.logits(val_q), y_val)
-    routes = router.route_batch(val_q)
+    router.temperature = fit_temperature(router.logits(val_q, x_val), y_val)
+    routes = router.route_batch(val_q, x_val)
     policy, utility = tune(routes, [e.category for e in val])
-    out_dir = save_head(out_dir, clf, labels, chars if w_best else None)
+    questions = (train_q[:n_questions], [e.category for e in train[:n_questions]], x_train[:n_questions])
+    if refit_on_val:
+        # Every choice is made; now the head also learns the val questions (as published baselines
+        # train on all of train.csv). Val accuracy above stays the honest pre-refit number.
+        all_q = train_q + val_q
+        y_all = np.concatenate([y_train, y_val])
+        chars_used = char_vectorizer().fit(all_q) if w_best else None
+        words_used = word_vectorizer().fit(all_q) if ww_best else None
+        x_all = np.vstack([x_train, x_val])
+        a_all = blocks(
+            x_all,
+            [
+                (w_best, chars_used.transform(all_q) if chars_used else None),
+                (ww_best, words_used.transform(all_q) if words_used else None),
+            ],
+        )
+        clf = LogisticRegression(C=c_best, max_iter=3000).fit(a_all, y_all)
+        questions = (
+            questions[0] + val_q,
+            questions[1] + [e.category for e in val],
+            np.vstack([questions[2], x_val]),
+        )
+    out_dir = save_head(out_dir, clf, labels, chars_used, words_used)
     # The fixed, question-trained part, kept so the head can be refit on another store's notes.
     np.savez_compressed(
         out_dir / "questions.npz",
-        texts=np.array(train_q[:n_questions], dtype=str),
-        categories=np.array([e.category for e in train[:n_questions]], dtype=str),
-        vectors=x_train[:n_questions].astype(np.float16),
+        texts=np.array(questions[0], dtype=str),
+        categories=np.array(questions[1], dtype=str),
+        vectors=questions[2].astype(np.float16),
     )
     store_info = None
     if store is not None:
         from router.adapt import store_fingerprint
 
         store_info = {"location": store.location, "fingerprint": store_fingerprint(store)}
+    features = [f"{w_best} x char {NGRAMS[0]}-{NGRAMS[1]}-gram TF-IDF"] if w_best else []
+    features += [f"{ww_best} x word {WORD_NGRAMS[0]}-{WORD_NGRAMS[1]}-gram TF-IDF"] if ww_best else []
+    base = "fine-tuned MiniLM" if encoder else "MiniLM"
     meta = {
         "kind": "embedding",
         "embedding_model": MINILM,
-        "features": f"MiniLM + {w_best} x char {NGRAMS[0]}-{NGRAMS[1]}-gram TF-IDF" if w_best else "MiniLM",
+        "encoder": encoder,  # None: the frozen MiniLM; else the fine-tuned copy in this folder
+        "features": " + ".join([base, *features]),
         "char_weight": w_best,
+        "word_weight": ww_best,
         "vote_weight": vote_weight,
         "temperature": router.temperature,  # softmax temperature fit on val (calibration; argmax unchanged)
         "vote_k": vote_k,
@@ -316,6 +425,7 @@ def fit(
         "vote": f"top-{vote_k} chunks of an unfiltered search, score**{vote_power:g}" if vote_weight else None,
         "classifier": f"LogisticRegression(C={c_best})",
         "C": c_best,
+        "refit_on_val": refit_on_val,  # the saved head was refit on train + val after val picked everything
         "store": store_info,  # the notes the head learned (a store with other notes gets an adapted head)
         **label_meta(labels),
         "data_hash": data_hash,
@@ -326,6 +436,7 @@ def fit(
             "val_policy_utility": round(utility, 4),
             "n_train": n_questions,
             "n_extra": len(train) - n_questions,
+            "n_val_refit": len(val) if refit_on_val else 0,
         },
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **(provenance or {}),

@@ -79,6 +79,58 @@ def test_train_file_labels_are_checked_against_the_categories_file(intent_files,
     assert not (tmp_path / "r").exists()
 
 
+def test_fine_tuning_the_encoder_needs_no_vote(intent_files, tmp_path, capsys) -> None:
+    from finetune.cli import main
+
+    train, val, _ = intent_files
+    args = ["embedding", "--train-file", str(train), "--val-file", str(val), "--labels-from-data", "--no-notes"]
+    assert main([*args, "--output-dir", str(tmp_path / "r"), "--fine-tune-epochs", "1"]) == 1
+    assert "--fine-tune-epochs needs --no-vote" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow  # fine-tunes MiniLM for a few steps, fits and scores a head
+def test_a_fine_tuned_encoder_is_saved_with_the_router_and_used_to_route(
+    intent_files, tmp_path, monkeypatch, capsys
+) -> None:
+    import numpy as np
+
+    from core.categories import label_set_from_ids
+    from core.errors import HousechatError
+    from eval.cli import main as eval_main
+    from finetune.cli import main as finetune_main
+    from router.adapt import adapt
+    from router.embedding import EmbeddingRouter
+
+    train, val, test = intent_files
+    var = tmp_path / "var"
+    monkeypatch.setenv("HOUSECHAT_VAR_DIR", str(var))
+    out = tmp_path / "tuned"
+    command = ["embedding", "--train-file", str(train), "--val-file", str(val), "--labels-from-data"]
+    command += ["--no-notes", "--no-vote", "--output-dir", str(out), "--fine-tune-epochs", "6"]
+    assert finetune_main([*command, "--refit-on-val", "--word-ngrams"]) == 0
+    meta = json.loads((out / "meta.json").read_text())
+    # 6 epochs x 12 questions / 32 per batch = 2 steps
+    assert meta["encoder"]["dir"] == "encoder" and meta["encoder"]["steps"] == 2
+    assert meta["features"].startswith("fine-tuned MiniLM") and meta["refit_on_val"] is True
+    assert (out / "encoder" / "model.safetensors").exists()
+    caches = sorted(p.name for p in (var / "embed-cache").iterdir())
+    assert caches == [f"encoder-{meta['encoder']['sha256']}.npz"]  # never mixed into MiniLM's cache
+    labels = label_set_from_ids(sorted(INTENTS))
+    router = EmbeddingRouter.load(out, labels)
+    assert router.encoder == out / "encoder"
+    question = "my card still has not come"
+    # The app hands over the stock MiniLM vector; a fine-tuned router embeds with its own encoder instead.
+    assert router.route_vector(question, np.zeros(384)).scores == pytest.approx(router.route(question).scores)
+    with pytest.raises(HousechatError, match="fine-tuned"):
+        adapt(out, object(), labels, tmp_path / "adapted")  # type: ignore[arg-type]
+    capsys.readouterr()
+    score = ["routing", "--test-file", str(test), "--backends", "embedding", "--embedding-dir", str(out)]
+    assert eval_main([*score, "--report", str(tmp_path / "reports"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["n"] == 3 and summary["backends"]["embedding"]["accuracy"] >= 2 / 3
+
+
 @pytest.mark.slow  # fits and scores a MiniLM head
 def test_any_labelled_file_trains_a_router_that_eval_scores_in_its_own_folder(
     intent_files, tmp_path, monkeypatch, capsys, write_note
@@ -119,7 +171,7 @@ def test_embed_cached_returns_the_same_vectors_and_embeds_each_text_once(tmp_pat
     first = models.embed_cached(["a card question", "a pool question"], cache)
     calls: list[list[str]] = []
     real = models.embed
-    monkeypatch.setattr(models, "embed", lambda texts: calls.append(texts) or real(texts))
+    monkeypatch.setattr(models, "embed", lambda texts, encoder=None: calls.append(texts) or real(texts))
     again = models.embed_cached(["a pool question", "a new one", "a card question"], cache)
     assert calls == [["a new one"]]
     assert np.allclose(again[0], first[1]) and np.allclose(again[2], first[0])

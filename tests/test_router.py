@@ -247,6 +247,37 @@ def test_embedding_router_with_char_ngrams_reloads_to_the_same_scores(labels, tm
         EmbeddingRouter.load(tmp_path / "chars", labels)
 
 
+@pytest.mark.slow  # fits the embedding router with both n-gram blocks, twice
+def test_word_ngrams_and_refit_on_val_reload_and_learn_the_val_questions(labels, tmp_path) -> None:
+    import numpy as np
+
+    from router.embedding import EmbeddingRouter, fit
+
+    train, _ = read_routing_examples(ROOT / "data" / "routing" / "train.jsonl")
+    val, _ = read_routing_examples(ROOT / "data" / "routing" / "val.jsonl")
+    train, val = train[:300], val[:60]
+    meta = fit(train, val, labels, tmp_path / "r", char_weights=(1.0,), word_weights=(1.0,), refit_on_val=True)
+    assert meta["word_weight"] == 1.0 and "word 1-2-gram" in meta["features"] and meta["refit_on_val"] is True
+    assert (meta["metrics"]["n_train"], meta["metrics"]["n_val_refit"]) == (300, 60)
+    saved = np.load(tmp_path / "r" / "questions.npz")
+    assert len(saved["texts"]) == 360 and str(saved["texts"][-1]) == val[-1].question  # adapt refits on both
+    head = np.load(tmp_path / "r" / "head.npz")
+    train_words = {w for e in train for w in e.question.lower().split()}
+    val_only = {w.strip("?.,!'\"") for e in val for w in e.question.lower().split()} - train_words
+    assert val_only & {str(w) for w in head["word_vocab"]}  # the refit vocabulary knows val's own words
+    router = EmbeddingRouter.load(tmp_path / "r", labels)
+    questions = [e.question for e in val]
+    width = 384 + len(head["char_vocab"]) + len(head["word_vocab"])
+    assert router.features(questions).shape == (60, width)
+    hits = sum(r.category == e.category for r, e in zip(router.route_batch(questions), val, strict=True))
+    assert hits / 60 >= meta["metrics"]["val_accuracy"]  # the refit head has learned val
+    # Without the options nothing changes: no word block, no refit (the household's router as before).
+    plain = fit(train, val, labels, tmp_path / "plain", char_weights=(1.0,))
+    assert plain["word_weight"] == 0.0 and plain["refit_on_val"] is False and plain["metrics"]["n_val_refit"] == 0
+    assert len(np.load(tmp_path / "plain" / "head.npz")["word_vocab"]) == 0
+    assert plain["metrics"]["val_accuracy"] == meta["metrics"]["val_accuracy"] or meta["word_weight"]
+
+
 @pytest.mark.slow  # fits the embedding router
 def test_router_refuses_a_model_trained_on_other_categories(embedding_dir, labels, tmp_path) -> None:
     from router.embedding import EmbeddingRouter

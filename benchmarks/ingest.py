@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from core.categories import load_categories
-from core.models import MINILM, MINILM_DIM, embed, load_embedder
+from core.models import MINILM_DIM, embed, encoder_model_id, load_encoder
 from core.retrieval import retrieve
 from core.settings import PROJECT_ROOT, Settings, from_env
 from core.store import Embedder, NoteEntry, NoteStore, NoteVersion, indexed_text, open_store
@@ -112,7 +112,7 @@ def recording_embedder(seen: dict[str, Any]) -> Embedder:
         seen.update(zip(texts, vectors, strict=True))
         return vectors
 
-    return Embedder(MINILM, MINILM_DIM, encode)
+    return Embedder(encoder_model_id(), MINILM_DIM, encode)
 
 
 def fill_store(store: NoteStore, pool: list[tuple[str, str, Any]], size: int, seed: int = 1) -> None:
@@ -149,7 +149,7 @@ def run(args: argparse.Namespace) -> None:
 def measure(args: argparse.Namespace, work: Path) -> None:
     corpus = work / "notes"
     write_corpus(corpus, args.notes)
-    started = timed(load_embedder)  # loaded once; not part of the throughput
+    started = timed(load_encoder)  # loaded once; not part of the throughput
     seen: dict[str, Any] = {}
     settings = from_env(environ={}, home=work, store=work / "store-corpus")
     store = open_store(settings, embedder=recording_embedder(seen))
@@ -225,7 +225,9 @@ def latency_cells(settings: Settings, questions: list[tuple[str, str]]) -> tuple
     the plain filter), each filter's p50 ratio to no filter, then retrieve(), then BM25 build."""
     texts = [q for q, _ in questions]
     cached = dict(zip(texts, embed(texts), strict=True))
-    store = open_store(settings, embedder=Embedder(MINILM, MINILM_DIM, lambda qs: np.stack([cached[q] for q in qs])))
+    store = open_store(
+        settings, embedder=Embedder(encoder_model_id(), MINILM_DIM, lambda qs: np.stack([cached[q] for q in qs]))
+    )
     ids = LABELS.ids
     filters: list[Callable[[str], dict[str, Any] | None]] = [
         lambda c: None,

@@ -181,12 +181,62 @@ def load_embedder(encoder: Path | None = None) -> Any:
         return _loaded[key]
 
 
-def embed(texts: list[str], batch_size: int = 64, encoder: Path | None = None) -> Any:
-    """Normalised MiniLM embeddings (or a fine-tuned `encoder`'s) as a float32 numpy array (n, 384)."""
-    model = load_embedder(encoder)
-    return model.encode(
-        texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
-    )
+def load_encoder(name: str | None = None, var_dir: Path | None = None) -> Any:
+    """The sentence encoder `name` (default: the `encoder` setting), loaded once per process.
+
+    Anything with `encode(texts, batch_size) -> (n, 384) float32`, normalised (core.encoders).
+    The ONNX encoders keep their files under `var_dir` (default: the setting).
+    """
+    from core.encoders import OnnxEncoder, encoder_spec, onnx_model_file
+    from core.settings import cpu_threads, from_env
+
+    settings = from_env()
+    spec = encoder_spec(name or settings.encoder)
+    if spec.precision == "torch":
+        model = load_embedder()
+        with _lock:
+            return _loaded.setdefault((spec.model_id, "encoder"), _SentenceTransformerEncoder(model))
+    key = (spec.model_id, "encoder")
+    with _lock:
+        if key not in _loaded:
+            source = minilm_path()
+            model_file = onnx_model_file(spec.precision, var_dir or settings.var_dir, source)
+            _loaded[key] = OnnxEncoder(model_file, source / "tokenizer.json", cpu_threads(settings))
+        return _loaded[key]
+
+
+class _SentenceTransformerEncoder:
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def encode(self, texts: list[str], batch_size: int = 64) -> Any:
+        # sentence-transformers sorts by length itself
+        return self.model.encode(
+            texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        )
+
+
+def encoder_model_id(name: str | None = None) -> str:
+    """The model id a store records for vectors of encoder `name` (default: the `encoder` setting)."""
+    from core.encoders import encoder_spec
+    from core.settings import from_env
+
+    return encoder_spec(name or from_env().encoder).model_id
+
+
+def embed(
+    texts: list[str], batch_size: int | None = None, encoder: str | Path | None = None, var_dir: Path | None = None
+) -> Any:
+    """Normalised MiniLM embeddings as a float32 numpy array (n, 384).
+
+    `encoder`: an encoder name (core.encoders; default the `encoder` setting), or the folder (a
+    `Path`) of a fine-tuned sentence-transformers copy (`finetune embedding --fine-tune-epochs`).
+    `batch_size` None = the encoder's own default.
+    """
+    if isinstance(encoder, Path):
+        return _SentenceTransformerEncoder(load_embedder(encoder)).encode(list(texts), batch_size=batch_size or 64)
+    model = load_encoder(encoder, var_dir)
+    return model.encode(list(texts)) if batch_size is None else model.encode(list(texts), batch_size=batch_size)
 
 
 def embed_cached(texts: list[str], cache_file: Path, encoder: Path | None = None) -> Any:
@@ -199,7 +249,11 @@ def embed_cached(texts: list[str], cache_file: Path, encoder: Path | None = None
     import numpy as np
 
     cache_file = Path(cache_file)
-    keys = [hashlib.sha256(t.encode()).hexdigest()[:24] for t in texts]
+    model = encoder_model_id() if encoder is None else MINILM  # a fine-tuned copy has its own file
+    # Vectors of another encoder must never be served from the cache: its id is part of the key
+    # (not for the fp32 reference, so caches written before the other encoders stay valid).
+    salt = "" if model == MINILM else model + "\n"
+    keys = [hashlib.sha256((salt + t).encode()).hexdigest()[:24] for t in texts]
     known: dict[str, Any] = {}
     if cache_file.exists():
         saved = np.load(cache_file)

@@ -16,6 +16,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ENV_PREFIX = "HOUSECHAT_"
 OLLAMA_ROUTER_MODEL = "housechat-router"  # the name `ollama create` gives the exported router
 FILTER_MODES = ("auto", "hard", "soft", "none")  # router.policy says what each does
+ENCODERS = ("minilm", "minilm-onnx", "minilm-int8", "minilm-int8-ffn")  # core.encoders says what each is
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,15 @@ class Settings:
     # Run the `llm` router's decoder with int8 linear layers (router.quantize.quantize_int8): the latency
     # lever of docs/results/router.md, kept on because val accuracy held there. 0 = float32.
     llm_int8: bool = True
+    # The sentence encoder for ingest, the router's features and the question vector (core.encoders):
+    # `minilm` = sentence-transformers fp32, `minilm-onnx` = the same weights in ONNX Runtime (fp32),
+    # `minilm-int8` = ONNX Runtime with int8 weights per channel, `minilm-int8-ffn` = int8 in the
+    # feed-forward layers only. The default is the fastest one within 0.5 points of `minilm` on QA dev
+    # hit@3 and routing val (docs/results/ingest.md). A store remembers its encoder; switching needs
+    # `python -m ingest --rebuild`.
+    encoder: str = "minilm-int8"
+    # CPU threads for the ONNX encoders (0 = OMP_NUM_THREADS when set, else ONNX Runtime's default).
+    encoder_threads: int = 0
 
 
 def _paths(given: dict[str, object]) -> dict[str, Path]:
@@ -109,7 +119,7 @@ def from_env(environ: dict[str, str] | None = None, **overrides: object) -> Sett
     for name in names:
         raw = env.get(ENV_PREFIX + name.upper())
         if raw:
-            values[name] = _flag(name, raw) if kinds[name] in (bool, "bool") else raw
+            values[name] = _flag(name, raw) if kinds[name] in (bool, "bool") else _number(name, raw, kinds[name])
     values.update({k: v for k, v in overrides.items() if v is not None})
     values.update(_paths(values))
     if values.get("filter_mode", "auto") not in FILTER_MODES:
@@ -117,4 +127,24 @@ def from_env(environ: dict[str, str] | None = None, **overrides: object) -> Sett
             f"filter mode {values['filter_mode']!r} is not one of {', '.join(FILTER_MODES)} "
             f"(--filter-mode or {ENV_PREFIX}FILTER_MODE)"
         )
+    if values.get("encoder", "minilm") not in ENCODERS:
+        raise HousechatError(f"encoder {values['encoder']!r} is not one of {', '.join(ENCODERS)} ({ENV_PREFIX}ENCODER)")
     return Settings(**values)  # type: ignore[arg-type]
+
+
+def _number(name: str, raw: str, kind: object) -> object:
+    """An int setting parsed from its environment value; other kinds stay strings."""
+    if kind not in (int, "int"):
+        return raw
+    try:
+        return int(raw)
+    except ValueError:
+        raise HousechatError(f"{ENV_PREFIX}{name.upper()}={raw!r}: write a whole number") from None
+
+
+def cpu_threads(settings: Settings) -> int:
+    """Threads for the ONNX encoders: the setting, else OMP_NUM_THREADS (as torch uses), else 0 (library default)."""
+    if settings.encoder_threads > 0:
+        return settings.encoder_threads
+    raw = os.environ.get("OMP_NUM_THREADS", "")
+    return int(raw) if raw.isdigit() else 0

@@ -42,11 +42,12 @@ import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
 from core.errors import HousechatError
-from core.models import MINILM, MINILM_DIM
+from core.models import MINILM_DIM
 from core.settings import Settings
 
 P = ParamSpec("P")
@@ -110,11 +111,13 @@ class Embedder:
     encode: Callable[[list[str]], Any]
 
 
-def minilm_embedder() -> Embedder:
-    """The embedded all-MiniLM-L6-v2 (design.md): the default for every store."""
+def minilm_embedder(encoder: str = "minilm", var_dir: Path | None = None) -> Embedder:
+    """The embedded all-MiniLM-L6-v2 (design.md) run by `encoder` (core.encoders), with that encoder's id."""
+    from core.encoders import encoder_spec
     from core.models import embed
 
-    return Embedder(MINILM, MINILM_DIM, embed)
+    encode = functools.partial(embed, encoder=encoder, var_dir=var_dir)
+    return Embedder(encoder_spec(encoder).model_id, MINILM_DIM, encode)
 
 
 def indexed_text(title: str, text: str) -> str:
@@ -336,13 +339,21 @@ class NoteStore:
         return self._partitions[category]
 
     def _check_embedder(self) -> None:
+        from core.encoders import encoder_for_model
+
         meta = self._chunks.metadata or {}
         model, dim = meta.get("embedding_model"), meta.get("embedding_dim")
         if model != self.embedder.model or dim != self.embedder.dim:
+            ours, theirs = encoder_for_model(self.embedder.model), encoder_for_model(str(model))
+            rebuild = "python -m ingest --rebuild"
+            if ours:
+                rebuild = f"HOUSECHAT_ENCODER={ours} {rebuild}"
+            keep = f", or search it with the encoder that built it (HOUSECHAT_ENCODER={theirs})" if theirs else ""
             raise HousechatError(
                 f"collection {self.name!r} in {self.location} was built with embedding model {model!r} "
                 f"({dim} dims), but this run embeds with {self.embedder.model!r} ({self.embedder.dim} dims) — "
-                "ingest into another collection (--collection NAME) or delete this one and ingest again"
+                f"re-embed every note with `{rebuild}` (add your --store/--collection), ingest into another "
+                f"collection (--collection NAME){keep}"
             )
 
     # -- reading the registry ------------------------------------------------------------------
@@ -702,19 +713,45 @@ def open_store(settings: Settings, embedder: Embedder | None = None, create: boo
 
     With `create=False` a missing store raises `StoreMissing` instead of being created (nothing is written).
     """
+    embedder = embedder or minilm_embedder(settings.encoder, settings.var_dir)
+    client, location = _client(settings, create)
+    return NoteStore(client, settings.collection, embedder, location, create=create)
+
+
+def drop_store(settings: Settings) -> int:
+    """Delete the collection `settings` name, its note registry and its category collections.
+
+    What `python -m ingest --rebuild` runs before ingesting from scratch (e.g. with another
+    encoder). Returns how many collections went; a store that does not exist is left alone.
+    """
+    try:
+        client, _ = _client(settings, create=False)
+    except StoreMissing:
+        return 0
+    name = settings.collection
+    dropped = 0
+    for collection in client.list_collections():
+        meta = collection.metadata or {}
+        ours = collection.name in (name, name + REGISTRY_SUFFIX) or (
+            collection.name.startswith(name + PARTITION_INFIX) and meta.get("partition_of") == name
+        )
+        if ours:
+            client.delete_collection(collection.name)
+            dropped += 1
+    return dropped
+
+
+def _client(settings: Settings, create: bool) -> tuple[Any, str]:
+    """(Chroma client, location): the server `chroma_url` names, else the embedded store folder."""
     from chromadb.config import Settings as ChromaSettings
 
-    embedder = embedder or minilm_embedder()
     chroma_settings = ChromaSettings(anonymized_telemetry=False)
     if settings.chroma_url:
-        client = _http_client(settings.chroma_url, chroma_settings)
-        location = settings.chroma_url
-    else:
-        import chromadb
+        return _http_client(settings.chroma_url, chroma_settings), settings.chroma_url
+    import chromadb
 
-        location = str(settings.store)
-        if not create and not (settings.store / "chroma.sqlite3").exists():
-            raise StoreMissing(f"no store at {location} — run `python -m ingest` first (or pass --store DIR)")
-        settings.store.mkdir(parents=True, exist_ok=True)
-        client = chromadb.PersistentClient(path=location, settings=chroma_settings)
-    return NoteStore(client, settings.collection, embedder, location, create=create)
+    location = str(settings.store)
+    if not create and not (settings.store / "chroma.sqlite3").exists():
+        raise StoreMissing(f"no store at {location} — run `python -m ingest` first (or pass --store DIR)")
+    settings.store.mkdir(parents=True, exist_ok=True)
+    return chromadb.PersistentClient(path=location, settings=chroma_settings), location

@@ -27,6 +27,8 @@ examples:
   python -m ingest --check               validate only: counts per category, errors, no store
   python -m ingest --json                machine-readable summary on stdout
   python -m ingest --prune               also when that deletes most stored notes (a folder emptied on purpose)
+  HOUSECHAT_ENCODER=minilm-int8 python -m ingest --rebuild
+                                         drop the collection and re-embed every note (e.g. with another encoder)
 
 A note is markdown with YAML front matter (id, category, title; optional date, tags).
 Unchanged notes are not re-embedded; notes whose file is gone are removed, but a run deletes
@@ -59,6 +61,12 @@ def make_parser() -> argparse.ArgumentParser:
         "categories file); write nothing",
     )
     mode.add_argument("--dry-run", action="store_true", help="say what would change; write nothing")
+    mode.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="delete the collection (chunks, note registry, category collections) and embed every note again "
+        "with the current encoder (HOUSECHAT_ENCODER); readers see an empty store until it finishes",
+    )
     parser.add_argument(
         "--prune",
         action="store_true",
@@ -88,9 +96,12 @@ def _run(args: argparse.Namespace) -> int:
         _explain_unknown_categories(report.errors, str(settings.categories_file), stored=False)
         return 1 if report.errors else 0
 
-    from core.store import StoreMissing, open_store
+    from core.store import StoreMissing, drop_store, open_store
     from ingest.pipeline import sync
 
+    if args.rebuild:
+        dropped = drop_store(settings)
+        print(f"rebuild: dropped {dropped} collection(s) of {settings.collection!r}", file=sys.stderr)
     try:
         store = open_store(settings, create=not args.dry_run)
     except StoreMissing:

@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.categories import LabelSet
+from core.encoders import encoder_for_model
 from core.errors import HousechatError
-from core.models import MINILM, MINILM_DIM, embed
+from core.models import MINILM, MINILM_DIM, embed, encoder_model_id
 from core.schemas import RoutingExample
 from router.base import Route, route_from_scores
 from router.meta import MAKE_EMBEDDING, check_labels, label_meta, read_meta, write_meta
@@ -108,7 +109,9 @@ class EmbeddingRouter:
 
         meta = read_meta(model_dir, MAKE_EMBEDDING)
         check_labels(meta, labels, Path(model_dir), MAKE_EMBEDDING)
-        if meta.get("embedding_model") != MINILM:
+        # Every encoder runs the same MiniLM weights (core.encoders), so a head fit on one reads the
+        # others' vectors; how well is measured per encoder on val (docs/results/ingest.md).
+        if encoder_for_model(str(meta.get("embedding_model"))) is None:
             raise HousechatError(f"{model_dir}: head was fit on {meta.get('embedding_model')} embeddings — refit it")
         head = np.load(Path(model_dir) / "head.npz")
         weight, word_weight = float(meta.get("char_weight", 0.0)), float(meta.get("word_weight", 0.0))
@@ -413,8 +416,8 @@ def fit(
     base = "fine-tuned MiniLM" if encoder else "MiniLM"
     meta = {
         "kind": "embedding",
-        "embedding_model": MINILM,
-        "encoder": encoder,  # None: the frozen MiniLM; else the fine-tuned copy in this folder
+        "embedding_model": MINILM if encoder else encoder_model_id(),
+        "encoder": encoder,  # None: the frozen MiniLM (run by HOUSECHAT_ENCODER); else the fine-tuned copy in this folder
         "features": " + ".join([base, *features]),
         "char_weight": w_best,
         "word_weight": ww_best,

@@ -327,11 +327,11 @@ def test_one_ask_embeds_the_question_once_and_router_off_loads_no_router(
 ) -> None:
     """Issue 13 item 7: the router, retrieval and the answerer share one question vector; a
     one-shot ask does not warm the router; `--router off` never loads the configured router."""
-    from core.models import load_embedder
+    from core.models import load_encoder
     from core.store import open_store
     from router import registry
 
-    model = load_embedder()
+    model = load_encoder()  # the configured encoder (HOUSECHAT_ENCODER), loaded once per process
     real_encode = model.encode
     embedded: list[str] = []
 

@@ -189,7 +189,7 @@ def test_writes_are_batched_under_the_client_limit(tmp_path: Path) -> None:
 
 
 def test_another_embedding_model_is_refused(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path)
+    settings = make_settings(tmp_path, encoder="minilm")
     open_store(settings)  # built with MiniLM
     other = Embedder("test:random-8", 8, lambda texts: np.ones((len(texts), 8), dtype=np.float32))
     with pytest.raises(

@@ -83,7 +83,10 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="folder with BANKING77's train.csv and test.csv")
-    parser.add_argument("--shots", default="full,10", help="settings to run: full, 10 (10 per intent, tuned on 5 more per intent of the val slice) and/or "
+    parser.add_argument(
+        "--shots",
+        default="full,10",
+        help="settings to run: full, 10 (10 per intent, tuned on 5 more per intent of the val slice) and/or "
         "10-strict (10 per intent in all: 7 train, 3 tune; default full,10)",
     )
     parser.add_argument("--work", type=Path, default=Path("var/banking77"), help="splits, routers, reports")

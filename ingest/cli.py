@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from core.cli import run
 
 if TYPE_CHECKING:
+    from core.categories import LabelSet
     from core.errors import DataError
     from ingest.pipeline import CheckReport, Progress, Summary
 
@@ -81,6 +82,24 @@ def main(argv: list[str] | None = None) -> int:
     return run(make_parser(), _run, argv)
 
 
+def _check_rebuild_source(paths: list[Path], labels: LabelSet, home: Path) -> None:
+    """Refuse a rebuild that would drop the store and find nothing to put back (a mistyped path)."""
+    from core.errors import HousechatError
+    from ingest.pipeline import check
+
+    missing = [str(p) for p in paths if not Path(p).exists()]
+    if missing:
+        raise HousechatError(
+            f"--rebuild: {', '.join(missing)} does not exist — the store was left as it is; "
+            "give the notes folder (default data/notes)"
+        )
+    if check(paths, labels, home).notes == 0:
+        raise HousechatError(
+            f"--rebuild: no valid notes under {', '.join(map(str, paths))} — the store was left as it is; "
+            "run `python -m ingest --check` to see why"
+        )
+
+
 def _run(args: argparse.Namespace) -> int:
     from core.categories import load_categories
     from core.settings import from_env
@@ -100,6 +119,7 @@ def _run(args: argparse.Namespace) -> int:
     from ingest.pipeline import sync
 
     if args.rebuild:
+        _check_rebuild_source(paths, labels, settings.home)
         dropped = drop_store(settings)
         print(f"rebuild: dropped {dropped} collection(s) of {settings.collection!r}", file=sys.stderr)
     try:

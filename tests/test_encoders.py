@@ -97,3 +97,19 @@ def test_ingest_rebuild_re_embeds_with_the_new_encoder(
         rebuilt.embed(["when was the water heater flushed"])[0], k=1, where={"category": "water_heater"}
     )
     assert [h.note_id for h in hits] == ["water_heater-flush"]
+
+
+def test_rebuild_refuses_when_it_would_find_nothing_to_put_back(
+    tmp_path: Path, write_note, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A mistyped path or a folder of broken notes must not cost the user their store."""
+    notes, store = tmp_path / "notes", tmp_path / "store"
+    write_note(notes, "pool-pump", "pool", "The pool pump runs 8 hours a day in summer.")
+    assert cli.main([str(notes), "--store", str(store)]) == 0
+    capsys.readouterr()
+    assert cli.main([str(tmp_path / "nots"), "--store", str(store), "--rebuild"]) == 1
+    assert "does not exist — the store was left as it is" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert cli.main([str(tmp_path / "empty"), "--store", str(store), "--rebuild"]) == 1
+    assert "no valid notes" in capsys.readouterr().err
+    assert open_store(from_env(store=store), create=False).counts() == (1, 1)

@@ -196,13 +196,13 @@ class Weights:
     """
 
     sentence: tuple[float, ...] = (
-        1.944, 1.224, 0.972, 1.435, -0.157, 0.889, -0.123, 0.422, 1.183, 0.315, -0.091, 0.35, 1.601, 0.381, -0.257
+        1.948, 1.223, 0.971, 1.438, -0.157, 0.892, -0.123, 0.421, 1.182, 0.314, -0.091, 0.35, 1.601, 0.381, -0.257
     )  # fmt: skip
     refusal: tuple[float, ...] = (
-        0.5495, 0.2704, -3.2127, 6.09, 0.5332, 5.5715, 0.8596, 3.0849, 0.7539, -0.1905, 0.2367,
-        2.5344, 6.271, 4.7356, 4.0191, -1.5537, 0.9002, -22.8401,
+        0.5631, 0.2853, -3.4613, 6.1578, 0.5687, 5.7016, 0.5618, 3.1858, 0.9243, 0.0408, 0.2337,
+        2.412, 6.3571, 5.1243, 4.1684, -1.6306, 0.9255, -23.2769,
     )  # fmt: skip
-    answer_above: float = 0.4
+    answer_above: float = 0.35
     support_gap: float = 3.0  # a sentence of the first one's note supports it when it scores within this gap
     other_note_gap: float = 0.0  # the same, for a sentence from another note (0: never)
     max_sentences: int = 3

@@ -382,14 +382,11 @@ def missing(question: str, within: Sequence[RetrievedChunk], corpus: Sequence[Re
     The IDF is over `corpus` (default `within`): a word that no retrieved chunk has weighs most.
     Words that only say which kind of fact is wanted ("cost", "date", "model") are left out.
     """
-    words = set(terms(question, generic=False))
-    if not words:
+    idf = _subject_weights(question, corpus or within)
+    if not idf:
         return 0.0
-    docs = [set(chunk_terms(c)) for c in (corpus or within)]
-    n = len(docs)
-    idf = {t: math.log(1 + (n + 0.5) / (sum(t in d for d in docs) + 0.5)) for t in words}
     seen = set().union(*(chunk_terms(c) for c in within)) if within else set()
-    return sum(idf[t] for t in words if t not in seen) / sum(idf.values())
+    return sum(v for t, v in idf.items() if t not in seen) / sum(idf.values())
 
 
 def bm25_scores(
@@ -415,10 +412,8 @@ def bm25_scores(
 
 def _subject_weights(question: str, chunks: Sequence[RetrievedChunk]) -> dict[str, float]:
     """The question's subject words (not stop words, not fact-kind words), each with its IDF over the chunks."""
-    words = set(terms(question, generic=False))
-    docs = [set(chunk_terms(c)) for c in chunks]
-    n = len(docs)
-    return {t: math.log(1 + (n + 0.5) / (sum(t in d for d in docs) + 0.5)) for t in words}
+    counts = WordCounts.of(chunks)
+    return {t: counts.idf(t) for t in set(terms(question, generic=False))}
 
 
 def _store_subject(question: str, chunks: Sequence[RetrievedChunk], counts: WordCounts | None) -> dict[str, float]:

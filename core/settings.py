@@ -10,13 +10,14 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from core.encoders import ENCODER_SPECS
 from core.errors import HousechatError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ENV_PREFIX = "HOUSECHAT_"
 OLLAMA_ROUTER_MODEL = "housechat-router"  # the name `ollama create` gives the exported router
 FILTER_MODES = ("auto", "hard", "soft", "none")  # router.policy says what each does
-ENCODERS = ("minilm", "minilm-onnx", "minilm-int8", "minilm-int8-ffn")  # core.encoders says what each is
+ENCODERS = tuple(ENCODER_SPECS)  # the `encoder` setting's values; core.encoders says what each is
 
 
 @dataclass(frozen=True)

@@ -326,9 +326,12 @@ def fit(
     train = list(train) + list(extra)
     train_q, val_q = [e.question for e in train], [e.question for e in val]
     x_train, x_val = embedder(train_q), embedder(val_q)
-    chars, words = char_vectorizer().fit(train_q), word_vectorizer().fit(train_q)
+    chars = char_vectorizer().fit(train_q)
     c_train, c_val = chars.transform(train_q), chars.transform(val_q)  # sparse: the vocabulary is wide
-    w_train, w_val = words.transform(train_q), words.transform(val_q)
+    words = w_train = w_val = None  # the word block only when a word weight is tried
+    if any(word_weights):
+        words = word_vectorizer().fit(train_q)
+        w_train, w_val = words.transform(train_q), words.transform(val_q)
     y_train = np.array([index[e.category] for e in train])
     y_val = np.array([index[e.category] for e in val])
     best: tuple[float, float, float, float, Any] = (-1.0, 0.0, 0.0, 0.0, None)

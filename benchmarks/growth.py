@@ -9,7 +9,7 @@ QA split (default test) with the router off, the hard filter and the soft filter
 answerable questions, category precision (share of retrieved chunks in the gold category) over
 all, routing accuracy, and the paired bootstrap interval of on − off hit@3.
 
-Distractor embeddings are cached in `--work` (keyed on seed and generator version), so a second
+Distractor embeddings are cached in `--work` (keyed on seed, generator version and encoder), so a second
 run embeds nothing; embedding runs ~30 chunks/s per core here. The router is the configured
 backend (default `embedding`), which adapts to the store it serves, distractors included, as it
 would for a user who ingested those manuals.
@@ -125,8 +125,10 @@ def _fresh_store(settings: Any, labels: Any) -> NoteStore:
 def _distractor_vectors(work: Path, seed: int, n: int, keywords: list[str]) -> Any:
     """MiniLM vectors of the first `n` distractors, from the cache, embedding (and caching) the rest."""
     from core.models import embed
+    from core.settings import from_env
 
-    path = work / f"distractors-seed{seed}-v{GENERATOR_VERSION}.npy"
+    # Keyed on the encoder too: a store refuses vectors of another encoder, and so must the cache.
+    path = work / f"distractors-seed{seed}-v{GENERATOR_VERSION}-{from_env().encoder}.npy"
     cached = np.load(path) if path.exists() else np.zeros((0, 384), dtype=np.float32)
     if len(cached) >= n:
         return cached[:n]

@@ -44,7 +44,10 @@ FACTS: dict[str, re.Pattern[str]] = {
         r"|\b(?=\w*\d)(?=\w*[A-Z])[A-Z0-9]{3,}\b"
     ),
     "person": re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-z]+(?:[ -][A-Z][a-z]+)*\b"),
-    "number": re.compile(r"\b\d+(?:[.,]\d+)?\b"),
+    # A count or measure, or how often ("monthly", "twice a year": no digit, still the answer to *how often*).
+    "number": re.compile(
+        r"\b\d+(?:[.,]\d+)?\b|\b(?:daily|weekly|fortnightly|monthly|quarterly|yearly|annually|twice|once a)\b", re.I
+    ),
 }
 # What a question asks for, from its wording (several can apply: "when ... and who did it?").
 CUES: dict[str, re.Pattern[str]] = {
@@ -56,7 +59,7 @@ CUES: dict[str, re.Pattern[str]] = {
         re.I,
     ),
     "person": re.compile(
-        r"\b(who|whom|whose|which (company|vendor|contractor|shop|firm|plumber|electrician|installer|mason|roofer|tech|technician|adjuster|insurer)|what (company|vendor|shop|firm)|name of)\b",
+        r"\b(who|whom|whose|which (company|vendor|contractor|shop|firm|plumber|electrician|installer|mason|roofer|tech|technician|adjuster|insurer)|what (company|vendor|shop|firm)|name of|(what|which) brand|brand of|manufacturer)\b",
         re.I,
     ),
     "model": re.compile(
@@ -64,7 +67,8 @@ CUES: dict[str, re.Pattern[str]] = {
         re.I,
     ),
     "number": re.compile(
-        r"\b(how (many|long|often|deep|big|far|high|tall|wide|old|hot|cold|large|heavy)|what (temperature|size|setting|pressure|percentage|dimensions|depth|height|width)|how much (time|water)|percent|psi|amps?)\b",
+        r"\b(how (many|long|often|deep|big|far|high|tall|wide|old|hot|cold|large|heavy)|what (temperature|size|setting|pressure|percentage|dimensions|depth|height|width)|how much (time|water)|percent|psi|amps?"
+        r"|(what|which) [\w' -]{0,30}?(level|reading|rating|capacity|wattage|voltage|speed|weight)|ppm|rpm|watts?|volts?|gallons?)\b",
         re.I,
     ),
 }
@@ -107,6 +111,9 @@ INSTRUCTION = re.compile(
     r"|\b(assistant|ai|chatbot|model)s?,? (must|should) (say|answer|reply|tell)",
     re.IGNORECASE,
 )
+# A sentence that sends the reader to another note ("(see the thermocouple note)", "is in the garage door
+# notes"): the fact it stands for is elsewhere, so it rarely answers and its citation is a look-alike's.
+POINTER = re.compile(r"\b(see|in) (the |our )?[^.;()\[\]]{0,40}?\b(notes?|guide)\b", re.IGNORECASE)
 RECENT = re.compile(r"\b(last|latest|most recent(ly)?|recently)\b", re.IGNORECASE)
 _ISO_DATE = re.compile(r"\b((?:19|20)\d{2})(?:-(\d{2}))?(?:-(\d{2}))?\b")
 _MONTH_DATE = re.compile(rf"\b({MONTHS})(?:\s+\d{{1,2}}(?:st|nd|rd|th)?,?)?\s+((?:19|20)\d{{2}})\b", re.IGNORECASE)
@@ -160,6 +167,7 @@ SENTENCE_FEATURES = (
     "latest",  # the question asks for the last time and the sentence has its note's latest date
     "note_subject_store",  # share of the question's subject words in its note, IDF over the whole store
     "note_missing_store",  # the store IDF of the rarest subject word its note lacks (0..1; 0: none missing)
+    "pointer",  # the sentence sends the reader to another note ("see the thermocouple note")
 )
 # What the refusal reads (`question_features`): how well the best sentence and its note match.
 QUESTION_FEATURES = (
@@ -180,6 +188,7 @@ QUESTION_FEATURES = (
     "note_missing_store",  # the store IDF of the rarest subject word its note lacks (0..1)
     "sentence_missing_store",  # the same for the best sentence, its heading and note title
     "note_missing_words",  # how many subject words its note lacks
+    "new_type",  # share of the wanted fact kinds the best sentence states with a fact the question lacks
 )
 MARGIN_CAP = 3.0
 CACHE_SENTENCES = 50_000  # vectors kept (a household's notes have ~10,000 sentences)
@@ -196,13 +205,13 @@ class Weights:
     """
 
     sentence: tuple[float, ...] = (
-        1.948, 1.223, 0.971, 1.438, -0.157, 0.892, -0.123, 0.421, 1.182, 0.314, -0.091, 0.35, 1.601, 0.381, -0.257
+        4.066, 1.677, 2.656, 3.539, -0.267, 2.38, -0.201, 1.532, 1.513, 0.823, -0.31, 1.189, 2.735, 1.069, -0.656, -1.996
     )  # fmt: skip
     refusal: tuple[float, ...] = (
-        0.5631, 0.2853, -3.4613, 6.1578, 0.5687, 5.7016, 0.5618, 3.1858, 0.9243, 0.0408, 0.2337,
-        2.412, 6.3571, 5.1243, 4.1684, -1.6306, 0.9255, -23.2769,
+        0.1891, 0.1474, -0.9295, 3.5797, 1.2792, 4.193, 0.8649, 2.9812, -0.0593, -0.7527, 0.4846, 3.1476, 4.2515,
+        3.6312, 2.3908, -1.3937, 0.5423, 2.8745, -21.0981,
     )  # fmt: skip
-    answer_above: float = 0.35
+    answer_above: float = 0.4
     support_gap: float = 3.0  # a sentence of the first one's note supports it when it scores within this gap
     other_note_gap: float = 0.0  # the same, for a sentence from another note (0: never)
     max_sentences: int = 3
@@ -489,9 +498,28 @@ def sentence_features(
                 float(dates[i] is not None and dates[i] == note_latest.get(s.note_id)),
                 _share(store_subject, note_words[s.note_id]),
                 _rarest_missing(store_subject, note_words[s.note_id]),
+                float(bool(POINTER.search(s.text))),
             )
         )
     return np.asarray(rows, dtype=np.float64)
+
+
+def new_facts(text: str, question: str, wanted: set[str]) -> float:
+    """Share of the wanted fact kinds `text` states with a fact the question does not already say.
+
+    "What brand is the toilet in the main bathroom?" against "Main bathroom toilet: flapper replaced
+    in 2022": a name that only repeats the question is no answer. 1 when no kind is wanted.
+    """
+    if not wanted:
+        return 1.0
+    asked = question.lower()
+    got = 0
+    for kind in wanted:
+        facts = [m.group(0) for m in FACTS[kind].finditer(text)]
+        if kind == "person":
+            facts = [f for f in facts if f not in MONTH_WORDS]
+        got += any(f.lower() not in asked for f in facts)
+    return got / len(wanted)
 
 
 def lead_sentence(sentences: Sequence[Sentence], features: Any, scores: Any, wanted: set[str], gap: float) -> int:
@@ -562,6 +590,7 @@ def question_features(
             features[best, col("note_missing_store")],
             _rarest_missing(store_subject, lead_words),
             float(sum(t not in note_words for t in store_subject)),
+            new_facts(lead.text, question, wanted),
             best,
         ),
         dtype=np.float64,

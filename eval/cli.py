@@ -111,8 +111,9 @@ def make_parser() -> argparse.ArgumentParser:
     tune.add_argument(
         "--extra-file",
         type=Path,
-        help="dev-only supplement of questions, used for fitting only (default data/eval/qa-dev-extra.jsonl "
-        "beside the QA file when it exists; checked against the test half for near-duplicates)",
+        action="append",
+        help="dev-only supplement of questions, used for fitting only; repeat for several (default every "
+        "qa-dev-extra*.jsonl beside the QA file; each is checked against the test half for near-duplicates)",
     )
     tune.add_argument(
         "--min-coverage",
@@ -341,8 +342,8 @@ def run_tune_extractive(args: argparse.Namespace, command: str) -> int:
 
     settings = from_env(store=args.store)
     qa_file = args.qa_file or settings.qa_file
-    extra = args.extra_file or qa_file.parent / "qa-dev-extra.jsonl"
-    return tune_main(settings, qa_file, extra if extra.exists() else None, args.min_coverage)
+    extra = args.extra_file or sorted(qa_file.parent.glob("qa-dev-extra*.jsonl"))
+    return tune_main(settings, qa_file, extra, args.min_coverage)
 
 
 COMMANDS = {

@@ -1,7 +1,7 @@
 """`python -m eval tune-extractive`: fit the extractive answerer's weights and refusal on the QA dev half.
 
 Every dev question is retrieved through the app's pipeline in both arms (router off and on, k = 5),
-and so is every question of the dev-only supplement `data/eval/qa-dev-extra.jsonl` (near-miss
+and so is every question of the dev-only supplements `data/eval/qa-dev-extra*.jsonl` (near-miss
 questions the notes do not answer, and answerable ones, written for fitting: never test questions,
 see `leaks`). Then, with no retrieval in the loop:
 
@@ -15,7 +15,8 @@ see `leaks`). Then, with no retrieval in the loop:
    the supplement with the classes weighted equally; its threshold is read off cross-validated
    probabilities of the dev half's questions: the table shows keyword coverage, refusal accuracy and
    false refusals per threshold, and the chosen one refuses the most unanswerable dev questions while
-   dev keyword coverage stays at `--min-coverage` or above (the test half has scored below dev).
+   dev keyword coverage stays at `--min-coverage` or above (the test half has scored below dev);
+   a second table drops each feature in turn (cross-validated AUC), so each one shows what it adds.
 
 It prints those tables and the chosen `Weights`, which `app/extractive.py` carries as its defaults
 (docs/results/answers.md). Never run on test.
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import statistics
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -290,6 +292,20 @@ def fit(cases: list[Case], embed: Any = None, min_coverage: float = MIN_COVERAGE
         extra = roc_auc_score(y[~on_dev], p[~on_dev]) if (~on_dev).any() and len(set(y[~on_dev])) > 1 else float("nan")
         lines.append(f"  C {c:>4}: {by_c[-1][0]:.3f} {extra:.3f}")
     c = max(by_c)[1]
+    from app.extractive import QUESTION_FEATURES
+
+    lines += ["", f"refusal features: cross-validated ROC AUC without each one (C {c}; dev, supplement)"]
+    every = np.arange(z.shape[1])
+    for j, name in enumerate(QUESTION_FEATURES):
+        p = np.zeros(len(usable))
+        keep = every[every != j]
+        for train, held in folded:
+            fitted_without = LogisticRegression(C=c, max_iter=5000, class_weight="balanced").fit(
+                z[train][:, keep], y[train]
+            )
+            p[held] = fitted_without.predict_proba(z[held][:, keep])[:, 1]
+        extra = roc_auc_score(y[~on_dev], p[~on_dev]) if (~on_dev).any() and len(set(y[~on_dev])) > 1 else float("nan")
+        lines.append(f"  - {name:<24} {roc_auc_score(y[on_dev], p[on_dev]):.3f} {extra:.3f}")
     probability = held_out(c)[on_dev]
     fitted = model(c, np.arange(len(usable)))
     coef = fitted.coef_[0] / scale  # back to the raw features
@@ -345,17 +361,19 @@ def fit(cases: list[Case], embed: Any = None, min_coverage: float = MIN_COVERAGE
     return best, lines
 
 
-def main(settings: Settings, qa_file: Any, extra_file: Any = None, min_coverage: float = MIN_COVERAGE) -> int:
+def main(settings: Settings, qa_file: Any, extra_files: Sequence[Any] = (), min_coverage: float = MIN_COVERAGE) -> int:
     from core.schemas import read_qa
 
     items, errors = read_qa(qa_file)
     extra: list[QAItem] = []
-    if extra_file is not None:
-        extra, more = read_qa(extra_file)
+    test = [i.question for i in items if i.split == "test"]
+    for extra_file in extra_files:
+        more_items, more = read_qa(extra_file)
+        extra += more_items
         errors += more
-        found = leaks([i.question for i in extra], [i.question for i in items if i.split == "test"])
-        for question, test, cosine in found:
-            print(f"{extra_file}: {question!r} is {cosine:.2f} from test question {test!r}", file=sys.stderr)
+        found = leaks([i.question for i in more_items], test)
+        for question, near, cosine in found:
+            print(f"{extra_file}: {question!r} is {cosine:.2f} from test question {near!r}", file=sys.stderr)
         if found:
             print(f"{extra_file}: remove or rewrite those questions (never fit on the test half)", file=sys.stderr)
             return 1

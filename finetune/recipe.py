@@ -16,7 +16,7 @@ CODE_ROWS = ("frozen", "trained", "from_names")
 @dataclass(frozen=True)
 class Recipe:
     name: str
-    base_model: str  # embedded:smollm2-135m | tiny:qwen3 | a hub id such as Qwen/Qwen3-0.6B | a folder
+    base_model: str  # embedded:smollm2-135m | embedded:gemma3-270m | tiny:qwen3 | a hub id (Qwen/Qwen3-0.6B) | a folder
     label_format: str = "codes"  # codes | names
     engine: str = "auto"  # auto | trl | unsloth
     lora_r: int = 16

@@ -20,7 +20,7 @@ from typing import Any
 from core import prompt
 from core.categories import LabelSet, load_categories
 from core.errors import HousechatError
-from core.models import SMOLLM2, TINY_QWEN3, file_hash, load_causal_lm, resolve_base
+from core.models import GEMMA3, SMOLLM2, TINY_QWEN3, file_hash, load_causal_lm, resolve_base
 from core.schemas import RoutingExample
 from core.settings import Settings
 from finetune.data import training_data_hash
@@ -154,6 +154,10 @@ def base_hash(base: str, var_dir: Path) -> str:
         from core.models import smollm2_gguf_path
 
         return file_hash(smollm2_gguf_path())
+    if base == GEMMA3:
+        from core.models import gemma3_sha256
+
+        return gemma3_sha256()[:16]  # the package pins its GGUF's sha256; same prefix as file_hash
     folder = Path(resolve_base(base, var_dir)) if base == TINY_QWEN3 else Path(base)
     weights = folder / "model.safetensors"
     return file_hash(weights) if weights.exists() else f"hub:{base}"

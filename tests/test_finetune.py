@@ -41,6 +41,11 @@ def test_shipped_recipes_load() -> None:
     arms = [{k: v for k, v in vars(r).items() if k not in same} for r in (codes, names_, from_names)]
     assert arms[0] == arms[1] == arms[2]
     assert (codes.code_rows, names_.code_rows, from_names.code_rows) == ("frozen", "frozen", "from_names")
+    # Gemma 3 270M runs the same experiment: only the base differs from SmolLM2's arms.
+    for arm in ("codes-from-names", "names"):
+        gemma, smol = load_recipe(Path(f"gemma3-270m-{arm}")), load_recipe(Path(f"smollm2-135m-{arm}"))
+        assert gemma.base_model == "embedded:gemma3-270m"
+        assert {**vars(gemma), "name": "", "base_model": ""} == {**vars(smol), "name": "", "base_model": ""}
 
 
 def test_bad_recipe_key_is_named(tmp_path: Path) -> None:

@@ -256,6 +256,41 @@ def load_causal_lm(base: str, var_dir: Path, dtype: str = "float32", cache: bool
         return model, tokenizer
 
 
+def load_sequence_classifier(base: str, var_dir: Path, num_labels: int) -> tuple[Any, Any]:
+    """(model, tokenizer): the base with a fresh linear head over its last token's hidden state.
+
+    transformers' `AutoModelForSequenceClassification` (Llama, Qwen3, ...): it pools the last
+    token that is not padding, so the pad token id is set (the EOS token when the tokenizer has
+    none). A private copy, never cached: the head and an adapter are trained or merged into it.
+    """
+    if base.startswith(("embedded:", "tiny:")) or Path(base).exists():
+        offline_env()
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    where = resolve_base(base, var_dir)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where)
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # "score.weight newly initialized": that is the point
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                where, num_labels=num_labels, pad_token_id=tokenizer.pad_token_id, dtype=torch.float32
+            )
+        finally:
+            hf_logging.set_verbosity(verbosity)
+    except OSError as exc:
+        raise HousechatError(
+            f"cannot load base model {base!r} ({exc.__class__.__name__}) — on a machine without the hub, "
+            "use the embedded base `embedded:smollm2-135m` or download the model first"
+        ) from None
+    model.eval()
+    return model, tokenizer
+
+
 def load_embedder(encoder: Path | None = None) -> Any:
     """The MiniLM sentence embedder, or a fine-tuned copy saved in `encoder` (cached per process)."""
     key = (str(Path(encoder).resolve()) if encoder else MINILM, "st")

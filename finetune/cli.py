@@ -291,28 +291,13 @@ def _fine_tuned_embedder(
 def _household_data(
     settings: Settings, dropped: Dropped
 ) -> tuple[LabelSet, list[RoutingExample], list[RoutingExample], list, str]:
-    """The household's routing splits (data/routing train + val + extra) and their hash.
+    """The household's routing splits (train + val + extra) and their hash (`finetune.data.household_data`)."""
+    from finetune.data import household_data
 
-    Questions labelled with a category the categories file no longer holds are left out and
-    counted in `dropped`, so removing a category does not stop a refit.
-    """
-    from finetune.data import extra_examples, read_split, training_data_hash
-
-    labels = load_categories(settings.categories_file)
-    routing = settings.routing_data_dir
-    train = read_split(routing / "train.jsonl", labels, dropped, "train")
-    val = read_split(routing / "val.jsonl", labels, dropped, "val")
-    if not train or not val:
-        raise HousechatError(
-            f"{routing}: no training or validation question in the categories of {settings.categories_file} — "
-            "add questions for them to train.jsonl and val.jsonl"
-        )
-    data_hash = training_data_hash(routing / "train.jsonl", routing / "val.jsonl")
-    extra, extra_hash = extra_examples(routing / "extra", labels, dropped)
-    if extra:
-        data_hash = f"{data_hash}+extra:{extra_hash}"
-        print(f"{len(extra)} extra training questions from {routing / 'extra'} join train")
-    return labels, train, val, extra, data_hash
+    data = household_data(settings, dropped)
+    if data.extra:
+        print(f"{len(data.extra)} extra training questions from {settings.routing_data_dir / 'extra'} join train")
+    return data.labels, data.train, data.val, data.extra, data.data_hash
 
 
 def _external_data(args: argparse.Namespace, settings: Settings) -> tuple[Any, ...]:

@@ -14,10 +14,14 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.categories import LabelSet
 from core.errors import DataError, HousechatError, UnknownCategory, echo
 from core.schemas import RoutingExample, read_qa, read_routing_examples, write_jsonl
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 SPLITS = ("train", "val", "test")
 FRACTIONS = {"train": 0.70, "val": 0.15, "test": 0.15}
@@ -116,6 +120,48 @@ def extra_examples(
         examples += read_split(path, labels, dropped, "extra")
         digest.update(path.read_bytes())
     return examples, digest.hexdigest()[:16] if examples else ""
+
+
+@dataclass
+class HouseholdData:
+    """The household's routing questions for a refit: train, val, the extra train-only questions, and a hash."""
+
+    labels: LabelSet
+    train: list[RoutingExample]
+    val: list[RoutingExample]
+    extra: list[RoutingExample]
+    splits_hash: str  # train + val
+    extra_hash: str  # the extra questions ("" when there are none)
+
+    def hash_with(self, extra: bool = True) -> str:
+        """The provenance hash of train + val, and of the extra questions when they are trained on."""
+        return f"{self.splits_hash}+extra:{self.extra_hash}" if extra and self.extra else self.splits_hash
+
+    @property
+    def data_hash(self) -> str:
+        return self.hash_with(extra=True)
+
+
+def household_data(settings: Settings, dropped: Dropped) -> HouseholdData:
+    """The household's routing splits (data/routing train + val + extra) and their hash.
+
+    Questions labelled with a category the categories file no longer holds are left out and
+    counted in `dropped`, so removing a category does not stop a refit.
+    """
+    from core.categories import load_categories
+
+    labels = load_categories(settings.categories_file)
+    routing = settings.routing_data_dir
+    train = read_split(routing / "train.jsonl", labels, dropped, "train")
+    val = read_split(routing / "val.jsonl", labels, dropped, "val")
+    if not train or not val:
+        raise HousechatError(
+            f"{routing}: no training or validation question in the categories of {settings.categories_file} — "
+            "add questions for them to train.jsonl and val.jsonl"
+        )
+    splits_hash = training_data_hash(routing / "train.jsonl", routing / "val.jsonl")
+    extra, extra_hash = extra_examples(routing / "extra", labels, dropped)
+    return HouseholdData(labels, train, val, extra, splits_hash, extra_hash)
 
 
 def labelled_files(

@@ -11,6 +11,7 @@ from core.errors import HousechatError
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 CODE_ROWS = ("frozen", "trained", "from_names")
+MODES = ("score", "classify")
 
 
 @dataclass(frozen=True)
@@ -18,11 +19,17 @@ class Recipe:
     name: str
     base_model: str  # embedded:smollm2-135m | embedded:gemma3-270m | tiny:qwen3 | a hub id (Qwen/Qwen3-0.6B) | a folder
     label_format: str = "codes"  # codes | names
+    # score = the LM's logits of the label tokens after the prompt (a causal LM + LoRA);
+    # classify = one forward of the question, a linear head over the last token's hidden state
+    # (AutoModelForSequenceClassification), LoRA on the body, cross-entropy over the label set.
+    mode: str = "score"  # score | classify
     engine: str = "auto"  # auto | trl | unsloth
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     target_modules: str | list[str] = "all-linear"  # PEFT's default would be q,v only
+    # > 0: LoRA on the top N decoder layers only, so the backward pass stops there (CPU time)
+    lora_layers: int = 0
     full_finetune: bool = False  # train every weight instead of a LoRA adapter
     # codes only: the code tokens' output-embedding rows. frozen = the base's rows (LoRA must learn
     # 20 arbitrary associations); trained = those rows train with the adapter; from_names = trained,
@@ -42,6 +49,12 @@ class Recipe:
     max_val_examples: int = 0
     load_in_4bit: bool = False  # QLoRA (unsloth engine on CUDA only)
     threads: int = 0  # torch CPU threads; 0 = torch's default. On a loaded 2-core box 1 is faster.
+    # Training data beyond data/routing/train.jsonl (household data only, not with train_file), as
+    # `python -m finetune embedding` gathers it: the extra train-only questions (data/routing/extra)
+    # and the house notes' paragraphs ("title. paragraph", labelled with the note's category).
+    extra_questions: bool = False
+    notes: bool = False
+    max_length: int = 256  # tokens per training example (longer ones are cut)
     train_file: str | None = None
     val_file: str | None = None
     labels_from_data: bool = False  # with train_file: the files' own labels (codes assigned), not the categories file
@@ -87,6 +100,20 @@ def load_recipe(path: Path, **overrides: Any) -> Recipe:
         raise HousechatError(f"{path}:{_line_of(path, 'label_format')}: label_format must be codes or names")
     if recipe.engine not in ("auto", "trl", "unsloth"):
         raise HousechatError(f"{path}:{_line_of(path, 'engine')}: engine must be auto, trl or unsloth")
+    if recipe.mode not in MODES:
+        raise HousechatError(f"{path}:{_line_of(path, 'mode')}: mode must be {' or '.join(MODES)}")
+    if recipe.mode == "classify" and (
+        recipe.full_finetune or recipe.code_rows != "frozen" or recipe.engine == "unsloth"
+    ):
+        raise HousechatError(
+            f"{path}:{_line_of(path, 'mode')}: mode classify trains a LoRA adapter and a head with the trl engine — "
+            "remove full_finetune, code_rows and `engine: unsloth`"
+        )
+    if (recipe.extra_questions or recipe.notes) and recipe.train_file:
+        raise HousechatError(
+            f"{path}:{_line_of(path, 'notes' if recipe.notes else 'extra_questions')}: extra_questions and notes add "
+            "the household's data — remove them when training on --train-file"
+        )
     if recipe.code_rows not in CODE_ROWS:
         raise HousechatError(f"{path}:{_line_of(path, 'code_rows')}: code_rows must be {', '.join(CODE_ROWS)}")
     if recipe.code_rows != "frozen" and (recipe.label_format != "codes" or recipe.full_finetune):

@@ -47,7 +47,7 @@ def load_training_data(recipe: Recipe, settings: Settings) -> TrainingData:
     tokenizer's single tokens). Household questions labelled with a category the file no longer
     holds are left out and counted on stderr.
     """
-    from finetune.data import Dropped, labelled_files, read_split
+    from finetune.data import labelled_files
 
     routing = settings.routing_data_dir
     train_path = Path(recipe.train_file) if recipe.train_file else routing / "train.jsonl"
@@ -56,24 +56,45 @@ def load_training_data(recipe: Recipe, settings: Settings) -> TrainingData:
         if not recipe.val_file:
             raise HousechatError("--train-file needs --val-file (the best step is picked on it) — add one")
         categories = None if recipe.labels_from_data else load_categories(settings.categories_file)
-        usable = single_token_for(recipe.base_model, settings.var_dir) if recipe.label_format == "codes" else None
+        codes = recipe.label_format == "codes" and recipe.mode == "score"  # a head needs no tokens for its labels
+        usable = single_token_for(recipe.base_model, settings.var_dir) if codes else None
         labels, train, val = labelled_files(train_path, val_path, categories, usable)
+        digest, source = training_data_hash(train_path, val_path), f"{train_path} + {val_path}"
     else:
         if recipe.val_file or recipe.labels_from_data:
             raise HousechatError("--val-file and --labels-from-data go with --train-file — give the training file")
-        labels = load_categories(settings.categories_file)
-        dropped = Dropped()
-        train = read_split(train_path, labels, dropped, "train")
-        val = read_split(val_path, labels, dropped, "val")
-        if dropped.counts:
-            print(dropped.message(labels), file=sys.stderr)
-    digest = training_data_hash(train_path, val_path)
+        labels, train, val, digest, source = household_training_data(recipe, settings)
     rng = random.Random(recipe.seed)
     if recipe.max_train_examples:
         train = rng.sample(train, min(recipe.max_train_examples, len(train)))
     if recipe.max_val_examples:
         val = rng.sample(val, min(recipe.max_val_examples, len(val)))
-    return TrainingData(labels, train, val, digest, f"{train_path} + {val_path}")
+    return TrainingData(labels, train, val, digest, source)
+
+
+def household_training_data(
+    recipe: Recipe, settings: Settings
+) -> tuple[LabelSet, list[RoutingExample], list[RoutingExample], str, str]:
+    """The household's train and val questions, plus (as the recipe asks) the extra questions and the
+    notes' paragraphs, gathered as `python -m finetune embedding` gathers them; labels, hash, source."""
+    from finetune.data import Dropped, household_data, note_examples
+
+    dropped = Dropped()
+    data = household_data(settings, dropped)
+    train, digest = list(data.train), data.hash_with(extra=recipe.extra_questions)
+    routing = settings.routing_data_dir
+    source = f"{routing / 'train.jsonl'} + {routing / 'val.jsonl'}"
+    if recipe.extra_questions:
+        train += data.extra
+        source += f" + {len(data.extra)} from {routing / 'extra'}"
+    if recipe.notes:
+        notes, notes_hash = note_examples(settings.notes_dir, data.labels, dropped)
+        train += notes
+        digest = f"{digest}+notes:{notes_hash}"
+        source += f" + {len(notes)} note paragraphs from {settings.notes_dir}"
+    if dropped.counts:
+        print(dropped.message(data.labels), file=sys.stderr)
+    return data.labels, train, data.val, digest, source
 
 
 def single_token_for(base: str, var_dir: Path) -> Callable[[str], bool]:
@@ -166,23 +187,31 @@ def base_hash(base: str, var_dir: Path) -> str:
 def train(recipe: Recipe, settings: Settings) -> dict[str, Any]:
     """Run a recipe end to end and return the meta.json it wrote."""
     from finetune.engines import pick
-    from router.llm import LabelScorer
 
     data = load_training_data(recipe, settings)
     out_dir = recipe.out_dir(settings.runs_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     engine = pick(recipe.engine)
+    if recipe.mode == "classify" and engine != "trl":
+        raise HousechatError("mode classify needs the trl engine — set `engine: trl` in the recipe")
     val_questions = [e.question for e in data.val]
     val_gold = [data.labels.ids.index(e.category) for e in data.val]
 
     def validate(model: Any) -> tuple[float, Any]:
-        # The whole-vocabulary projection: while training, the code rows live in the adapter's wrapper.
-        scorer = LabelScorer(model, tokenizer, data.labels, recipe.label_format, label_rows=False)
+        scorer = make_scorer(model)
         probs = []
         for i in range(0, len(val_questions), 32):
             probs.extend(scorer.probabilities(val_questions[i : i + 32]))
         hits = sum(int(p.argmax() == g) for p, g in zip(probs, val_gold, strict=True))
         return hits / max(len(val_gold), 1), probs
+
+    def make_scorer(model: Any) -> Any:
+        from router.llm import ClassifierScorer, LabelScorer
+
+        if recipe.mode == "classify":
+            return ClassifierScorer(model, tokenizer, data.labels)
+        # The whole-vocabulary projection: while training, the code rows live in the adapter's wrapper.
+        return LabelScorer(model, tokenizer, data.labels, recipe.label_format, label_rows=False)
 
     print(f"training {recipe.name} with the {engine} engine: {json.dumps(plan(recipe, data))}", file=sys.stderr)
     if recipe.threads:
@@ -197,19 +226,31 @@ def train(recipe: Recipe, settings: Settings) -> dict[str, Any]:
         from finetune.engines import unsloth_engine
 
         tokenizer = AutoTokenizer.from_pretrained(recipe.base_model)
+    elif recipe.mode == "classify":
+        from transformers import set_seed
+
+        from core.models import load_sequence_classifier
+        from finetune.engines import trl_engine
+
+        set_seed(recipe.seed)  # the head's initial weights
+        model, tokenizer = load_sequence_classifier(recipe.base_model, settings.var_dir, len(data.labels))
     else:
         from finetune.engines import trl_engine
 
         model, tokenizer = load_causal_lm(recipe.base_model, settings.var_dir, cache=False)
-    rows = rows_for(data.train, tokenizer, data.labels, recipe.label_format)
     base = base_hash(recipe.base_model, settings.var_dir)
 
     def save_best(trained: Any, history: dict[str, Any]) -> None:
         write_artifact(recipe, data, history, engine, out_dir / "adapter", trained, tokenizer, base)
 
     if engine == "unsloth":
+        rows = rows_for(data.train, tokenizer, data.labels, recipe.label_format)
         history, _, _ = unsloth_engine.train(recipe, rows, validate, save_best, out_dir)
+    elif recipe.mode == "classify":
+        examples = classify_rows(data.train, data.labels)
+        history = trl_engine.train_classifier(recipe, model, tokenizer, examples, validate, save_best, out_dir)
     else:
+        rows = rows_for(data.train, tokenizer, data.labels, recipe.label_format)
         trainable_rows = code_rows(recipe, model, tokenizer, data.labels)
         history = trl_engine.train(
             recipe,
@@ -226,6 +267,13 @@ def train(recipe: Recipe, settings: Settings) -> dict[str, Any]:
     log_path.write_text("".join(json.dumps(h) + "\n" for h in history["log"] + history["evals"]))
     plot_curve(history, out_dir / "curve.png", recipe.name)
     return read_meta(out_dir / "adapter")
+
+
+def classify_rows(examples: list[RoutingExample], labels: LabelSet) -> list[tuple[str, int]]:
+    """(the head's input text, the label's index) per example: the text inference reads too."""
+    from router.llm import classify_text
+
+    return [(classify_text(e.question), labels.ids.index(e.category)) for e in examples]
 
 
 def write_artifact(
@@ -252,6 +300,7 @@ def write_artifact(
         "base_model": recipe.base_model,
         "base_hash": base,
         "label_format": recipe.label_format,
+        "mode": recipe.mode,
         "adapter": "full" if recipe.full_finetune else "lora",
         **label_meta(data.labels),
         "data_hash": data.data_hash,

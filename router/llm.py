@@ -7,6 +7,10 @@ computed from the label tokens' rows of the output layer only (20 rows, not the 
 vocabulary: the softmax over the labels is the same); multi-token labels are scored by their
 summed log-prob. Either way the output is a valid label.
 
+`ClassifierScorer` is the other mode (`mode: classify` in a recipe): one forward of the question,
+a linear head over the last token's hidden state, softmax over the label set. Same interface, so
+`LLMRouter`, the int8 quantizer, training's validation and eval use either.
+
 `router.quantize.quantize_int8(scorer)` then makes the decoder int8 (the app's default).
 """
 
@@ -169,10 +173,58 @@ class LabelScorer:
         return None
 
 
+CLASSIFY_SUFFIX = "\nCategory:"  # the last token, whose hidden state the head reads, is always this one
+
+
+def classify_text(question: str) -> str:
+    """The classification head's input: the question (whitespace folded) and a fixed last token."""
+    return " ".join(question.split()) + CLASSIFY_SUFFIX
+
+
+class ClassifierScorer:
+    """Probabilities over `labels` from a sequence-classification model (a head over the last token).
+
+    The head has one output per label, in `labels.ids` order: every output is a valid label.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, labels: LabelSet, batch_size: int = 32) -> None:
+        n_out = model.config.num_labels
+        if n_out != len(labels):
+            raise HousechatError(f"the classification head has {n_out} outputs for {len(labels)} labels — retrain it")
+        self.model, self.tokenizer, self.labels, self.batch_size = model, tokenizer, labels, batch_size
+
+    def prefix_cache(self) -> None:
+        """No fixed prompt prefix here (the quantizer asks for one)."""
+        return None
+
+    def log_scores(self, questions: list[str], use_cache: bool = True) -> Any:
+        """The head's logits (n, labels): log-probabilities up to a constant per row."""
+        import torch
+
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(questions), self.batch_size):
+                batch = [classify_text(q) for q in questions[i : i + self.batch_size]]
+                enc = self.tokenizer(batch, padding=True, return_tensors="pt")
+                out.append(self.model(**enc).logits.float())
+        return torch.cat(out) if out else torch.empty((0, len(self.labels)))
+
+    def probabilities(self, questions: list[str], use_cache: bool = True) -> Any:
+        """Softmax over the label set (n, labels) as a numpy array."""
+        import torch
+
+        return torch.softmax(self.log_scores(questions), dim=-1).numpy()
+
+
+Scorer = LabelScorer | ClassifierScorer
+
+
 class LLMRouter:
     """Routes with a `LabelScorer`; `generate=True` parses free generation instead."""
 
-    def __init__(self, scorer: LabelScorer, name: str = "llm", generate: bool = False, use_cache: bool = True) -> None:
+    def __init__(self, scorer: Scorer, name: str = "llm", generate: bool = False, use_cache: bool = True) -> None:
+        if generate and not isinstance(scorer, LabelScorer):
+            raise HousechatError("free generation needs a label-scoring router; this one is a classification head")
         self.scorer, self.name, self.generate_mode, self.use_cache = scorer, name, generate, use_cache
         self.codes = {c.id: c.code for c in scorer.labels.categories}
 
@@ -185,6 +237,7 @@ class LLMRouter:
             routes = []
             for q in questions:
                 t0 = time.perf_counter()
+                assert isinstance(self.scorer, LabelScorer)
                 text = self.scorer.generate(q)
                 cat = self.scorer.parse(text)
                 ms = (time.perf_counter() - t0) * 1000
@@ -211,4 +264,16 @@ def load_adapted_model(model_dir: Path, base: str, var_dir: Path) -> tuple[Any, 
 
         model = PeftModel.from_pretrained(model, str(model_dir)).merge_and_unload()
         model.eval()
+    return model, tokenizer
+
+
+def load_adapted_classifier(model_dir: Path, base: str, var_dir: Path, num_labels: int) -> tuple[Any, Any]:
+    """Base as a sequence classifier + the LoRA adapter and trained head from `model_dir`, merged."""
+    from peft import PeftModel
+
+    from core.models import load_sequence_classifier
+
+    model, tokenizer = load_sequence_classifier(base, var_dir, num_labels)
+    model = PeftModel.from_pretrained(model, str(model_dir)).merge_and_unload()
+    model.eval()
     return model, tokenizer

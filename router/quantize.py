@@ -23,17 +23,17 @@ from typing import Any
 
 import torch
 
-from router.llm import LabelScorer
+from router.llm import Scorer
 
 OUTLIER_CHANNELS = 16  # down-projection input channels kept float32 per layer (of 1,536 in SmolLM2-135M)
 
 
-def calibration_texts(scorer: LabelScorer) -> list[str]:
+def calibration_texts(scorer: Scorer) -> list[str]:
     """Household text every router has: one line per category, its name and scope."""
     return [f"{c.name}: {c.scope}" for c in scorer.labels.categories]
 
 
-def down_input_maxima(scorer: LabelScorer, texts: list[str]) -> dict[str, tuple[Any, Any]]:
+def down_input_maxima(scorer: Scorer, texts: list[str]) -> dict[str, tuple[Any, Any]]:
     """Per MLP module name: (the MLP, the largest |input| of each down-projection channel over `texts`)."""
     maxima: dict[str, Any] = {}
 
@@ -90,7 +90,7 @@ class OutlierSplitLinear(torch.nn.Module):
         return self.bulk(x.index_select(-1, self.keep)) + x.index_select(-1, self.outliers) @ self.outlier_weight.T
 
 
-def quantize_int8(scorer: LabelScorer, outliers: int = OUTLIER_CHANNELS, float_prefix: bool = True) -> LabelScorer:
+def quantize_int8(scorer: Scorer, outliers: int = OUTLIER_CHANNELS, float_prefix: bool = True) -> Scorer:
     """Quantize the scorer's decoder to int8 in place (prefix cache float32, down-projection outliers float32).
 
     `outliers=0` quantizes the down projections whole; as many as their inputs leaves them float32.

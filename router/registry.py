@@ -48,13 +48,20 @@ class LoadedRouter:
 
 
 def _llm(settings: Settings, labels: LabelSet, generate: bool = False) -> LoadedRouter:
-    from router.llm import LabelScorer, LLMRouter, load_adapted_model
+    from router.llm import ClassifierScorer, LabelScorer, LLMRouter, Scorer, load_adapted_classifier, load_adapted_model
 
     model_dir = settings.router_model_dir
     meta = read_meta(model_dir, MAKE_LLM)
     check_labels(meta, labels, model_dir, MAKE_LLM)
-    model, tokenizer = load_adapted_model(model_dir, meta["base_model"], settings.var_dir)
-    scorer = LabelScorer(model, tokenizer, labels, meta["label_format"])
+    scorer: Scorer
+    if meta.get("mode", "score") == "classify":
+        if generate:
+            raise HousechatError(f"{model_dir}: a classification-head router does not generate — use the llm backend")
+        model, tokenizer = load_adapted_classifier(model_dir, meta["base_model"], settings.var_dir, len(labels))
+        scorer = ClassifierScorer(model, tokenizer, labels)
+    else:
+        model, tokenizer = load_adapted_model(model_dir, meta["base_model"], settings.var_dir)
+        scorer = LabelScorer(model, tokenizer, labels, meta["label_format"])
     if settings.llm_int8:
         from router.quantize import quantize_int8
 

@@ -231,3 +231,76 @@ def test_install_writes_fp16_weights_the_router_loads(smoke_run: Path, tmp_path:
     assert all(str(t.dtype) == "torch.float16" for t in weights.values())
     route = load_router("llm", from_env({}, router_model_dir=target, var_dir=VAR), fallback=False).router.route("x")
     assert route.backend == "llm"
+
+
+def test_classify_mode_and_extra_data_keys_are_checked(tmp_path: Path) -> None:
+    bad = tmp_path / "r.yaml"
+    bad.write_text("base_model: tiny:qwen3\nmode: generate\n")
+    with pytest.raises(HousechatError, match=r"r.yaml:2: mode must be score or classify"):
+        load_recipe(bad)
+    bad.write_text("base_model: tiny:qwen3\nmode: classify\ncode_rows: from_names\n")
+    with pytest.raises(HousechatError, match="mode classify trains a LoRA adapter and a head"):
+        load_recipe(bad)
+    bad.write_text("base_model: tiny:qwen3\nnotes: true\n")
+    with pytest.raises(HousechatError, match="r.yaml:2: extra_questions and notes add the household's data"):
+        load_recipe(bad, train_file="x.jsonl")
+    recipe = load_recipe(Path("smollm2-135m-classify"))
+    assert (recipe.mode, recipe.extra_questions, recipe.notes) == ("classify", True, True)
+    assert load_recipe(Path("smollm2-135m-codes")).mode == "score"  # today's behaviour stays the default
+
+
+def test_extra_questions_and_notes_join_train_only(capsys) -> None:
+    from finetune.data import Dropped, extra_examples, note_examples
+    from finetune.train import load_training_data
+
+    settings = from_env({}, var_dir=VAR)
+    plain = load_training_data(load_recipe(Path("tiny-qwen3-smoke"), max_train_examples=0), settings)
+    more = load_training_data(
+        load_recipe(Path("tiny-qwen3-smoke"), max_train_examples=0, extra_questions=True, notes=True), settings
+    )
+    labels = load_categories(ROOT / "data" / "categories.yaml")
+    extra, _ = extra_examples(ROOT / "data" / "routing" / "extra", labels, Dropped())
+    notes, _ = note_examples(ROOT / "data" / "notes", labels)
+    assert len(more.train) == len(plain.train) + len(extra) + len(notes) and len(extra) and len(notes)
+    assert [e.question for e in more.val] == [e.question for e in plain.val]  # val untouched
+    assert more.data_hash.startswith(plain.data_hash) and "+extra:" in more.data_hash and "+notes:" in more.data_hash
+    assert capsys.readouterr().out == ""  # stdout stays free for --dry-run's JSON
+
+
+@pytest.mark.slow  # trains the tiny Qwen3 in classify mode
+def test_classify_mode_trains_saves_and_routes_over_the_closed_label_set(tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    from finetune.train import install, train
+    from router.llm import load_adapted_classifier
+    from router.registry import load_router
+
+    recipe = load_recipe(
+        Path("tiny-qwen3-smoke"),
+        mode="classify",
+        code_rows="frozen",
+        extra_questions=True,
+        notes=True,
+        output_dir=str(tmp_path / "run"),
+        threads=1,
+    )
+    meta = train(recipe, from_env({}, var_dir=VAR))
+    adapter = tmp_path / "run" / "adapter"
+    assert meta["mode"] == "classify" and "+notes:" in meta["data_hash"]
+    assert json.loads((adapter / "adapter_config.json").read_text())["task_type"] == "SEQ_CLS"
+    # The trained head is saved with the adapter and is the one the router loads (not a fresh one).
+    weights = load_file(adapter / "adapter_model.safetensors")
+    head = next(v for k, v in weights.items() if "score" in k)
+    labels = load_categories(ROOT / "data" / "categories.yaml")
+    model, _ = load_adapted_classifier(adapter, "tiny:qwen3", VAR, len(labels))
+    assert torch.allclose(model.score.weight, head.float())
+    for folder in (adapter, install(adapter, tmp_path / "router-llm")):
+        loaded = load_router("llm", from_env({}, router_model_dir=folder, var_dir=VAR), fallback=False)
+        routes = loaded.router.route_batch(QUESTIONS[:5] + ["pool heater won't fire"])
+        for route in routes:
+            assert route.backend == "llm" and route.category in labels.ids
+            assert set(route.scores) == set(labels.ids) and abs(sum(route.scores.values()) - 1) < 1e-4
+            assert all(p >= 0 for p in route.scores.values())
+    with pytest.raises(HousechatError, match="does not generate"):
+        load_router("llm-generate", from_env({}, router_model_dir=adapter, var_dir=VAR), fallback=False)

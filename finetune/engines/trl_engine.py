@@ -18,17 +18,40 @@ ValFn = Callable[[Any], tuple[float, Any]]  # model -> (val accuracy, val probab
 SaveFn = Callable[[Any, dict[str, Any]], None]  # (model, history) -> None: persist a new best
 
 
-def lora_config(recipe: Recipe, trainable_rows: dict[str, list[int]] | None = None) -> Any:
-    """LoRA on the recipe's targets; `trainable_rows` ({embedding module: token ids}) train with it."""
+def lora_config(
+    recipe: Recipe,
+    trainable_rows: dict[str, list[int]] | None = None,
+    task_type: str = "CAUSAL_LM",
+    model: Any = None,
+) -> Any:
+    """LoRA on the recipe's targets; `trainable_rows` ({embedding module: token ids}) train with it.
+
+    With `task_type="SEQ_CLS"`, PEFT keeps the classification head (`score`) out of the LoRA
+    targets and trains and saves it whole (`modules_to_save`). With `recipe.lora_layers`, only the
+    top ones of `model`'s decoder layers get LoRA (PEFT then needs the module names, not all-linear).
+    """
     from peft import LoraConfig
+
+    targets, layers = recipe.target_modules, None
+    if recipe.lora_layers and model is not None:
+        n_layers = model.config.num_hidden_layers
+        layers = list(range(max(n_layers - recipe.lora_layers, 0), n_layers))
+        if targets == "all-linear":
+            import torch
+
+            decoder_layer = model.get_decoder().layers[0]
+            targets = sorted(
+                {n.rsplit(".", 1)[-1] for n, m in decoder_layer.named_modules() if isinstance(m, torch.nn.Linear)}
+            )
 
     return LoraConfig(
         r=recipe.lora_r,
         lora_alpha=recipe.lora_alpha,
         lora_dropout=recipe.lora_dropout,
-        target_modules=recipe.target_modules,
+        target_modules=targets,
         trainable_token_indices=trainable_rows or None,
-        task_type="CAUSAL_LM",
+        layers_to_transform=layers,
+        task_type=task_type,
     )
 
 
@@ -46,7 +69,6 @@ def train(
     """Train; each new best model by val accuracy goes to `save_best`. Returns the history."""
     import torch
     from datasets import Dataset
-    from transformers import TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
     cuda = torch.cuda.is_available()
@@ -55,6 +77,66 @@ def train(
     eval_every = max(1, min(total_steps, steps_per_epoch // max(recipe.evals_per_epoch, 1)))
     history: dict[str, Any] = {"evals": [], "best_val_accuracy": -1.0, "best_step": 0, "best_probs": None}
     start = time.perf_counter()
+
+    callback = keep_best_callback(recipe, validate, save_best, history, eval_every, start)
+
+    config = SFTConfig(
+        output_dir=str(out_dir / "checkpoints"),
+        num_train_epochs=recipe.epochs,
+        max_steps=recipe.max_steps,
+        per_device_train_batch_size=recipe.batch_size,
+        gradient_accumulation_steps=recipe.grad_accum,
+        learning_rate=recipe.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=max(1, int(recipe.warmup_ratio * total_steps)),
+        weight_decay=recipe.weight_decay,
+        logging_steps=max(1, min(10, total_steps // 20)),
+        save_strategy="no",
+        eval_strategy="no",
+        report_to=[],
+        seed=recipe.seed,
+        use_cpu=not cuda,
+        bf16=bool(cuda and torch.cuda.is_bf16_supported()),  # SFTConfig's bf16 default is wrong on CPU
+        fp16=False,
+        completion_only_loss=True,
+        max_length=recipe.max_length,
+        dataloader_num_workers=0,
+        gradient_checkpointing=False,  # TRL turns it on by default: recomputation only costs time at this size
+    )
+    trainer_class = SFTTrainer
+    if trainable_rows:
+        # TRL's fused LM-head loss multiplies by `lm_head.weight` directly, which skips PEFT's trained
+        # token rows (and fails on their wrapper). The model's own forward applies them.
+        from transformers import Trainer
+
+        class PlainLossSFTTrainer(SFTTrainer):  # type: ignore[misc]
+            def compute_loss(
+                self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None
+            ) -> Any:
+                return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+
+        trainer_class = PlainLossSFTTrainer
+    trainer = trainer_class(
+        model=model,
+        args=config,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=lora_config(recipe, trainable_rows, model=model) if use_peft else None,
+        callbacks=[callback],
+    )
+    trainer.train()
+    history["train_seconds"] = round(time.perf_counter() - start, 1)
+    history["log"] = trainer.state.log_history
+    history["steps"] = trainer.state.global_step
+    history["total_steps_planned"] = total_steps
+    return history
+
+
+def keep_best_callback(
+    recipe: Recipe, validate: ValFn, save_best: SaveFn, history: dict[str, Any], eval_every: int, start: float
+) -> Any:
+    """A Trainer callback: validate every `eval_every` steps, save each new best, stop early."""
+    from transformers import TrainerCallback
 
     class ValidateAndKeepBest(TrainerCallback):  # type: ignore[misc]
         def __init__(self) -> None:
@@ -83,7 +165,45 @@ def train(
                     control.should_training_stop = True
             return control
 
-    config = SFTConfig(
+    return ValidateAndKeepBest()
+
+
+def train_classifier(
+    recipe: Recipe,
+    model: Any,
+    tokenizer: Any,
+    examples: list[tuple[str, int]],
+    validate: ValFn,
+    save_best: SaveFn,
+    out_dir: Path,
+) -> dict[str, Any]:
+    """LoRA on the body + the linear head, cross-entropy over the labels (`mode: classify`).
+
+    `model` is a sequence-classification model; `examples` are (text, label index). Batches are
+    grouped by length, so the notes' long paragraphs do not pad the short questions.
+    """
+    import torch
+    from datasets import Dataset
+    from peft import get_peft_model
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+
+    cuda = torch.cuda.is_available()
+    steps_per_epoch = math.ceil(len(examples) / (recipe.batch_size * recipe.grad_accum))
+    total_steps = recipe.max_steps if recipe.max_steps > 0 else math.ceil(steps_per_epoch * recipe.epochs)
+    eval_every = max(1, min(total_steps, steps_per_epoch // max(recipe.evals_per_epoch, 1)))
+    history: dict[str, Any] = {"evals": [], "best_val_accuracy": -1.0, "best_step": 0, "best_probs": None}
+    encoded = tokenizer([text for text, _ in examples], truncation=True, max_length=recipe.max_length)
+    dataset = Dataset.from_dict(
+        {
+            "input_ids": encoded["input_ids"],
+            "attention_mask": encoded["attention_mask"],
+            "labels": [label for _, label in examples],
+        }
+    )
+    peft_model = get_peft_model(model, lora_config(recipe, task_type="SEQ_CLS", model=model))
+    start = time.perf_counter()
+    callback = keep_best_callback(recipe, validate, save_best, history, eval_every, start)
+    config = TrainingArguments(
         output_dir=str(out_dir / "checkpoints"),
         num_train_epochs=recipe.epochs,
         max_steps=recipe.max_steps,
@@ -99,33 +219,17 @@ def train(
         report_to=[],
         seed=recipe.seed,
         use_cpu=not cuda,
-        bf16=bool(cuda and torch.cuda.is_bf16_supported()),  # SFTConfig's bf16 default is wrong on CPU
+        bf16=bool(cuda and torch.cuda.is_bf16_supported()),
         fp16=False,
-        completion_only_loss=True,
-        max_length=256,
         dataloader_num_workers=0,
-        gradient_checkpointing=False,  # TRL turns it on by default: recomputation only costs time at this size
+        train_sampling_strategy="group_by_length",
     )
-    trainer_class = SFTTrainer
-    if trainable_rows:
-        # TRL's fused LM-head loss multiplies by `lm_head.weight` directly, which skips PEFT's trained
-        # token rows (and fails on their wrapper). The model's own forward applies them.
-        from transformers import Trainer
-
-        class PlainLossSFTTrainer(SFTTrainer):  # type: ignore[misc]
-            def compute_loss(
-                self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None
-            ) -> Any:
-                return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
-
-        trainer_class = PlainLossSFTTrainer
-    trainer = trainer_class(
-        model=model,
+    trainer = Trainer(
+        model=peft_model,
         args=config,
-        train_dataset=Dataset.from_list(rows),
-        processing_class=tokenizer,
-        peft_config=lora_config(recipe, trainable_rows) if use_peft else None,
-        callbacks=[ValidateAndKeepBest()],
+        train_dataset=dataset,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        callbacks=[callback],
     )
     trainer.train()
     history["train_seconds"] = round(time.perf_counter() - start, 1)

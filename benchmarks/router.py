@@ -4,7 +4,9 @@
 
 Prints a table of p50/p95 milliseconds per question and each row's ratio to the embedding router.
 The `llm` rows use the installed adapter (models/router-llm) when there is one, else the bare
-SmolLM2 base with the same prompt and label scoring (same architecture, same cost). They go lever
+SmolLM2 base with the same prompt and label scoring (same architecture, same cost). An installed
+classification-head adapter (`mode: classify`) gets float32 and int8 rows of its own, and the
+label-scoring rows then use the bare base. They go lever
 by lever: float32 with the whole-vocabulary projection (the scorer before issue #16), float32
 reading only the labels' rows of the output layer, then int8 (router.quantize, the app's default).
 Those single-question rows take turns question by question, so a shared box's load falls on each.
@@ -90,8 +92,18 @@ def main() -> None:
 
     embedding = EmbeddingRouter.load(settings.embedding_router_dir, labels)
     adapter = args.model or settings.router_model_dir
-    if (adapter / "meta.json").exists():
-        meta = read_meta(adapter)
+    meta = read_meta(adapter) if (adapter / "meta.json").exists() else {}
+    heads: list[LLMRouter] = []
+    if meta.get("mode") == "classify":
+        # A classification-head router (one forward, a head over the last token): float32 and int8 rows of
+        # its own; the label-scoring lever rows below then use the bare base.
+        from router.llm import ClassifierScorer, load_adapted_classifier
+
+        head, head_tok = load_adapted_classifier(adapter, meta["base_model"], settings.var_dir, len(labels))
+        heads = [LLMRouter(ClassifierScorer(head, head_tok, labels))]
+        heads.append(LLMRouter(quantize_int8(ClassifierScorer(copy.deepcopy(head), head_tok, labels))))
+        meta = {}
+    if meta:
         model, tokenizer = load_adapted_model(adapter, meta["base_model"], settings.var_dir)
         llm_name, label_format = f"llm ({meta['label_format']}, adapter merged)", meta["label_format"]
     else:
@@ -110,7 +122,15 @@ def main() -> None:
     served: list[tuple[str, list[float]]] = []
     if args.store:
         served = served_rows(settings, labels, args.store, questions)
-    singles = timed_interleaved([vocab.route, fp32.route, cached.route, uncached.route], questions)
+    for router in heads:
+        router.route_batch(questions[:4])
+    singles = timed_interleaved(
+        [vocab.route, fp32.route, cached.route, uncached.route] + [h.route for h in heads], questions
+    )
+    head_rows = [
+        (f"llm (classification head, adapter merged), {kind}, single", t)
+        for kind, t in zip(("float32", "int8"), singles[4:], strict=False)
+    ]
     rows = [
         ("embedding, single", timed_single(embedding.route, questions)),
         *served,
@@ -121,6 +141,7 @@ def main() -> None:
         (f"{llm_name}, int8, label rows, single, no cache", singles[3]),
         (f"{llm_name}, float32, label rows, batch 16", timed_batches(fp32.route_batch, questions, 16)),
         (f"{llm_name}, int8, label rows, batch 16", timed_batches(cached.route_batch, questions, 16)),
+        *head_rows,
         ("zero-shot (names, 20 labels x multi-token), single", timed_single(zero_shot.route, questions[:10])),
     ]
     base = statistics.median(rows[0][1])

@@ -36,6 +36,11 @@ def main() -> None:
     settings = from_env()
     labels = load_categories(settings.categories_file)
     meta = read_meta(settings.router_model_dir)
+    if meta.get("mode") == "classify":
+        raise SystemExit(
+            f"{settings.router_model_dir} is a classification-head router: these variants are the label scorer's "
+            "— point HOUSECHAT_ROUTER_MODEL_DIR at a label-scoring (`mode: score`) adapter"
+        )
     model, tokenizer = load_adapted_model(settings.router_model_dir, meta["base_model"], settings.var_dir)
 
     def read(split: str, n: int | None = None) -> list[dict[str, str]]:

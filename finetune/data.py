@@ -130,20 +130,11 @@ class HouseholdData:
     train: list[RoutingExample]
     val: list[RoutingExample]
     extra: list[RoutingExample]
-    splits_hash: str  # train + val
-    extra_hash: str  # the extra questions ("" when there are none)
-
-    def hash_with(self, extra: bool = True) -> str:
-        """The provenance hash of train + val, and of the extra questions when they are trained on."""
-        return f"{self.splits_hash}+extra:{self.extra_hash}" if extra and self.extra else self.splits_hash
-
-    @property
-    def data_hash(self) -> str:
-        return self.hash_with(extra=True)
+    data_hash: str  # train + val, then "+extra:<hash>" when there are extra questions
 
 
-def household_data(settings: Settings, dropped: Dropped) -> HouseholdData:
-    """The household's routing splits (data/routing train + val + extra) and their hash.
+def household_data(settings: Settings, dropped: Dropped, extra: bool = True) -> HouseholdData:
+    """The household's routing splits (data/routing train + val, and with `extra` the extra questions) and their hash.
 
     Questions labelled with a category the categories file no longer holds are left out and
     counted in `dropped`, so removing a category does not stop a refit.
@@ -159,9 +150,11 @@ def household_data(settings: Settings, dropped: Dropped) -> HouseholdData:
             f"{routing}: no training or validation question in the categories of {settings.categories_file} — "
             "add questions for them to train.jsonl and val.jsonl"
         )
-    splits_hash = training_data_hash(routing / "train.jsonl", routing / "val.jsonl")
-    extra, extra_hash = extra_examples(routing / "extra", labels, dropped)
-    return HouseholdData(labels, train, val, extra, splits_hash, extra_hash)
+    data_hash = training_data_hash(routing / "train.jsonl", routing / "val.jsonl")
+    more, extra_hash = extra_examples(routing / "extra", labels, dropped) if extra else ([], "")
+    if more:
+        data_hash = f"{data_hash}+extra:{extra_hash}"
+    return HouseholdData(labels, train, val, more, data_hash)
 
 
 def labelled_files(

@@ -30,6 +30,11 @@ def merge(run_dir: Path, out_dir: Path, settings: Settings) -> tuple[Any, Any, d
 
     adapter = _adapter_dir(run_dir)
     meta = read_meta(adapter)
+    if meta.get("mode", "score") == "classify":
+        raise HousechatError(
+            f"{adapter}: a classification-head router has no label tokens for Ollama or a GGUF to generate — "
+            "export a label-scoring run (`mode: score`), or use this one in process (the llm backend)"
+        )
     model, tokenizer = load_adapted_model(adapter, meta["base_model"], settings.var_dir)
     merged = Path(out_dir) / "merged"
     model.save_pretrained(merged)

@@ -80,12 +80,11 @@ def household_training_data(
     from finetune.data import Dropped, household_data, note_examples
 
     dropped = Dropped()
-    data = household_data(settings, dropped)
-    train, digest = list(data.train), data.hash_with(extra=recipe.extra_questions)
+    data = household_data(settings, dropped, extra=recipe.extra_questions)
+    train, digest = data.train + data.extra, data.data_hash
     routing = settings.routing_data_dir
     source = f"{routing / 'train.jsonl'} + {routing / 'val.jsonl'}"
-    if recipe.extra_questions:
-        train += data.extra
+    if data.extra:
         source += f" + {len(data.extra)} from {routing / 'extra'}"
     if recipe.notes:
         notes, notes_hash = note_examples(settings.notes_dir, data.labels, dropped)

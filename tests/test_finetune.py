@@ -304,3 +304,4 @@ def test_classify_mode_trains_saves_and_routes_over_the_closed_label_set(tmp_pat
             assert all(p >= 0 for p in route.scores.values())
     with pytest.raises(HousechatError, match="does not generate"):
         load_router("llm-generate", from_env({}, router_model_dir=adapter, var_dir=VAR), fallback=False)
+    assert main(["export", str(tmp_path / "run"), "--output-dir", str(tmp_path / "export")]) == 1  # no GGUF of a head

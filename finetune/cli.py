@@ -398,7 +398,8 @@ def run_ensemble(args: argparse.Namespace) -> int:
     llm = load_router("llm", settings, labels, fallback=False).router.route_batch(questions)
     embedding = load_router("embedding", settings, labels, fallback=False).router.route_batch(questions)
     out = args.output_dir or settings.ensemble_router_dir
-    sources = {"llm": str(settings.router_model_dir), "embedding": str(settings.embedding_router_dir)}
+    sources = {name: _home_relative(settings, path) for name, path in
+               (("llm", settings.router_model_dir), ("embedding", settings.embedding_router_dir))}  # fmt: skip
     meta = fit_weight(llm, embedding, [e.category for e in val], labels, out, sources)
     print(
         f"ensemble: weight_llm {meta['weight_llm']}, val accuracy {meta['metrics']['val_accuracy']:.3f}; saved to {out}"
@@ -429,3 +430,11 @@ COMMANDS = {
     "install": run_install,
     "export": run_export,
 }
+
+
+def _home_relative(settings: Settings, path: Path) -> str:
+    """`path` relative to the checkout when it lies inside it (a committed meta names no one's machine)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path(settings.home).resolve()))
+    except ValueError:
+        return str(path)

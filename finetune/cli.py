@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.categories import load_categories
-from core.cli import run
+from core.cli import positive_int, run
 from core.errors import HousechatError
 from core.settings import Settings, from_env
+from finetune.encoder import DEFAULT_LR, LOSSES, PAIR_ITERATIONS
 
 if TYPE_CHECKING:
     from core.categories import LabelSet
@@ -104,11 +105,31 @@ def make_parser() -> argparse.ArgumentParser:
         "--fine-tune-epochs",
         type=float,
         default=0.0,
-        help="first fine-tune MiniLM itself on train for this many epochs (softmax head, end to end; saved in "
+        help="first fine-tune MiniLM itself on train for this many epochs (objective: --fine-tune-loss; saved in "
         "OUTPUT_DIR/encoder), then fit the head on its vectors; needs --no-vote. Default 0: frozen MiniLM",
     )
     emb.add_argument(
-        "--fine-tune-lr", type=float, default=8e-5, help="the encoder's learning rate with --fine-tune-epochs"
+        "--fine-tune-loss",
+        choices=LOSSES,
+        default="softmax",
+        help="the encoder's objective with --fine-tune-epochs: softmax (a softmax head over the labels, "
+        "cross-entropy; default), pairs (SetFit: R positive + R negative pairs per question, cosine -> 1/0, an "
+        "epoch is one pass over the pairs) or supcon (supervised contrastive, 4 questions per label in a batch)",
+    )
+    emb.add_argument(
+        "--fine-tune-pair-iterations",
+        type=positive_int,
+        default=PAIR_ITERATIONS,
+        metavar="R",
+        help="with --fine-tune-loss pairs: R, the positive and negative pairs drawn per question (SetFit's 20)",
+    )
+    emb.add_argument(
+        "--fine-tune-lr",
+        type=float,
+        default=None,
+        help="the encoder's learning rate with --fine-tune-epochs (default per loss: "
+        + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items())
+        + ")",
     )
     emb.add_argument("--store", type=Path, default=None, help="the store to vote with (default var/store)")
     emb.add_argument("--chroma-url", default=None, help="vote with a Chroma server's store instead")
@@ -281,8 +302,19 @@ def _fine_tuned_embedder(
     from finetune.encoder import ENCODER_DIR, fine_tune_encoder
 
     folder = out / ENCODER_DIR
-    print(f"fine-tuning MiniLM on {len(train)} examples for {args.fine_tune_epochs:g} epochs into {folder}")
-    info = fine_tune_encoder(train, labels, folder, epochs=args.fine_tune_epochs, lr=args.fine_tune_lr)
+    print(
+        f"fine-tuning MiniLM ({args.fine_tune_loss} loss) on {len(train)} examples for "
+        f"{args.fine_tune_epochs:g} epochs into {folder}"
+    )
+    info = fine_tune_encoder(
+        train,
+        labels,
+        folder,
+        epochs=args.fine_tune_epochs,
+        lr=args.fine_tune_lr,
+        loss=args.fine_tune_loss,
+        pair_iterations=args.fine_tune_pair_iterations,
+    )
     digest = file_hash(folder / "model.safetensors")[:16]
     cache = settings.var_dir / "embed-cache" / f"encoder-{digest}.npz"
     return partial(embed_cached, cache_file=cache, encoder=folder), {"dir": ENCODER_DIR, "sha256": digest, **info}

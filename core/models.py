@@ -246,14 +246,18 @@ def load_causal_lm(base: str, var_dir: Path, dtype: str = "float32", cache: bool
             tokenizer = AutoTokenizer.from_pretrained(where)
             model = AutoModelForCausalLM.from_pretrained(where, dtype=getattr(torch, dtype))
         except OSError as exc:
-            raise HousechatError(
-                f"cannot load base model {base!r} ({exc.__class__.__name__}) — on a machine without the hub, "
-                "use the embedded base `embedded:smollm2-135m` or download the model first"
-            ) from None
+            raise _cannot_load(base, exc) from None
         model.eval()
         if cache:
             _loaded[key] = (model, tokenizer)
         return model, tokenizer
+
+
+def _cannot_load(base: str, exc: Exception) -> HousechatError:
+    return HousechatError(
+        f"cannot load base model {base!r} ({exc.__class__.__name__}) — on a machine without the hub, "
+        "use the embedded base `embedded:smollm2-135m` or download the model first"
+    )
 
 
 def load_sequence_classifier(base: str, var_dir: Path, num_labels: int) -> tuple[Any, Any]:
@@ -283,10 +287,7 @@ def load_sequence_classifier(base: str, var_dir: Path, num_labels: int) -> tuple
         finally:
             hf_logging.set_verbosity(verbosity)
     except OSError as exc:
-        raise HousechatError(
-            f"cannot load base model {base!r} ({exc.__class__.__name__}) — on a machine without the hub, "
-            "use the embedded base `embedded:smollm2-135m` or download the model first"
-        ) from None
+        raise _cannot_load(base, exc) from None
     model.eval()
     return model, tokenizer
 

@@ -81,21 +81,7 @@ def train(
     callback = keep_best_callback(recipe, validate, save_best, history, eval_every, start)
 
     config = SFTConfig(
-        output_dir=str(out_dir / "checkpoints"),
-        num_train_epochs=recipe.epochs,
-        max_steps=recipe.max_steps,
-        per_device_train_batch_size=recipe.batch_size,
-        gradient_accumulation_steps=recipe.grad_accum,
-        learning_rate=recipe.learning_rate,
-        lr_scheduler_type="cosine",
-        warmup_steps=max(1, int(recipe.warmup_ratio * total_steps)),
-        weight_decay=recipe.weight_decay,
-        logging_steps=max(1, min(10, total_steps // 20)),
-        save_strategy="no",
-        eval_strategy="no",
-        report_to=[],
-        seed=recipe.seed,
-        use_cpu=not cuda,
+        **_training_args(recipe, out_dir, total_steps, cuda),
         bf16=bool(cuda and torch.cuda.is_bf16_supported()),  # SFTConfig's bf16 default is wrong on CPU
         fp16=False,
         completion_only_loss=True,
@@ -124,12 +110,7 @@ def train(
         peft_config=lora_config(recipe, trainable_rows, model=model) if use_peft else None,
         callbacks=[callback],
     )
-    trainer.train()
-    history["train_seconds"] = round(time.perf_counter() - start, 1)
-    history["log"] = trainer.state.log_history
-    history["steps"] = trainer.state.global_step
-    history["total_steps_planned"] = total_steps
-    return history
+    return _train(trainer, history, start, total_steps)
 
 
 def keep_best_callback(
@@ -204,6 +185,25 @@ def train_classifier(
     start = time.perf_counter()
     callback = keep_best_callback(recipe, validate, save_best, history, eval_every, start)
     config = TrainingArguments(
+        **_training_args(recipe, out_dir, total_steps, cuda),
+        bf16=bool(cuda and torch.cuda.is_bf16_supported()),
+        fp16=False,
+        dataloader_num_workers=0,
+        train_sampling_strategy="group_by_length",
+    )
+    trainer = Trainer(
+        model=peft_model,
+        args=config,
+        train_dataset=dataset,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        callbacks=[callback],
+    )
+    return _train(trainer, history, start, total_steps)
+
+
+def _training_args(recipe: Recipe, out_dir: Path, total_steps: int, cuda: bool) -> dict[str, Any]:
+    """The arguments both trainers share: steps, schedule, logging, seed, device (no checkpoints, no eval)."""
+    return dict(
         output_dir=str(out_dir / "checkpoints"),
         num_train_epochs=recipe.epochs,
         max_steps=recipe.max_steps,
@@ -219,18 +219,11 @@ def train_classifier(
         report_to=[],
         seed=recipe.seed,
         use_cpu=not cuda,
-        bf16=bool(cuda and torch.cuda.is_bf16_supported()),
-        fp16=False,
-        dataloader_num_workers=0,
-        train_sampling_strategy="group_by_length",
     )
-    trainer = Trainer(
-        model=peft_model,
-        args=config,
-        train_dataset=dataset,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        callbacks=[callback],
-    )
+
+
+def _train(trainer: Any, history: dict[str, Any], start: float, total_steps: int) -> dict[str, Any]:
+    """Run `trainer` and add its time, log and step counts to `history`."""
     trainer.train()
     history["train_seconds"] = round(time.perf_counter() - start, 1)
     history["log"] = trainer.state.log_history

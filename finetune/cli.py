@@ -96,6 +96,11 @@ def make_parser() -> argparse.ArgumentParser:
         help="also try word uni/bi-gram TF-IDF features beside the char n-grams (weight picked on val, 0 allowed)",
     )
     emb.add_argument(
+        "--label-names",
+        action="store_true",
+        help="each category's name (and scope, when the categories file gives one) joins train as one example",
+    )
+    emb.add_argument(
         "--refit-on-val",
         action="store_true",
         help="after every choice is picked on val, refit the head on train + val (more data for the saved head; "
@@ -232,7 +237,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_embedding(args: argparse.Namespace) -> int:
-    from finetune.data import Dropped, note_examples
+    from finetune.data import Dropped, label_examples, note_examples
     from router.embedding import WORD_WEIGHTS, fit
 
     settings = from_env()
@@ -252,6 +257,12 @@ def run_embedding(args: argparse.Namespace) -> int:
         notes, notes_hash = note_examples(settings.notes_dir, labels, dropped)
         data_hash = f"{data_hash}+notes:{notes_hash}"
         print(f"{len(notes)} note paragraphs from {settings.notes_dir} join the {len(train)} training questions")
+    if args.label_names:
+        named = label_examples(labels)
+        extra = extra + named  # with the questions: an adapted head keeps them when it refits on a store
+        data_hash = f"{data_hash}+label-names"
+        provenance = {**provenance, "label_names": len(named)}
+        print(f"{len(named)} category names join train (--label-names)")
     if dropped.counts:
         print(dropped.message(labels), file=sys.stderr)
     if args.fine_tune_epochs and not args.no_vote:

@@ -75,6 +75,21 @@ def read_split(path: Path, labels: LabelSet, dropped: Dropped, source: str) -> l
     return dropped.keep(examples, labels, source)
 
 
+def label_examples(labels: LabelSet) -> list[RoutingExample]:
+    """One training example per category: its name, and its scope when the file gives one.
+
+    A category is then known by what it is called even where few questions mention it (a new
+    `solar` with two questions, or a benchmark's intent names such as "card arrival").
+    """
+    examples = []
+    for c in labels.categories:
+        name = c.name.replace("_", " ").strip()
+        scope = " ".join(c.scope.split())
+        text = name if not scope or scope.lower() == name.lower() else f"{name}: {scope}"
+        examples.append(RoutingExample(question=text, category=c.id))
+    return examples
+
+
 def note_examples(
     notes_dir: Path, labels: LabelSet, dropped: Dropped | None = None
 ) -> tuple[list[RoutingExample], str]:

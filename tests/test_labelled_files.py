@@ -203,3 +203,50 @@ def test_any_labelled_file_trains_an_llm_router_that_eval_scores_in_its_own_fold
     summary = json.loads(capsys.readouterr().out)
     assert summary["n"] == 3 and set(summary["backends"]) == {"llm"}  # a 2-step random model: no accuracy bar
     assert summary["backends"]["llm"]["invalid_rate"] == 0.0
+
+
+def test_label_names_give_each_category_one_example_of_its_name_and_scope() -> None:
+    from core.categories import Category, LabelSet, label_set_from_ids
+    from finetune.data import label_examples
+
+    household = LabelSet(
+        (
+            Category("solar", "AA", "Solar panels", "The roof panels, the inverter and the feed-in meter."),
+            Category("pool", "AB", "Pool & spa", ""),
+        )
+    )
+    examples = label_examples(household)
+    assert [(e.question, e.category) for e in examples] == [
+        ("Solar panels: The roof panels, the inverter and the feed-in meter.", "solar"),
+        ("Pool & spa", "pool"),
+    ]
+    # A data set's own labels: the name is the id, read as words, said once (not "name: name").
+    from_data = label_examples(label_set_from_ids(["card_arrival", "top_up_failed"]))
+    assert [e.question for e in from_data] == ["card arrival", "top up failed"]
+
+
+@pytest.mark.slow  # fits a MiniLM head
+def test_label_names_join_the_training_questions(intent_files, tmp_path, monkeypatch, capsys) -> None:
+    from finetune.cli import main as finetune_main
+
+    train, val, _ = intent_files
+    monkeypatch.setenv("HOUSECHAT_VAR_DIR", str(tmp_path / "var"))
+    command = ["embedding", "--train-file", str(train), "--val-file", str(val), "--labels-from-data"]
+    command += ["--no-notes", "--no-vote"]
+    assert finetune_main([*command, "--output-dir", str(tmp_path / "plain")]) == 0
+    assert finetune_main([*command, "--label-names", "--output-dir", str(tmp_path / "named")]) == 0
+    assert "3 category names join train" in capsys.readouterr().out
+    plain = json.loads((tmp_path / "plain" / "meta.json").read_text())
+    named = json.loads((tmp_path / "named" / "meta.json").read_text())
+    assert named["label_names"] == 3 and "label_names" not in plain
+    assert named["metrics"]["n_train"] == plain["metrics"]["n_train"] + 3
+    assert named["data_hash"].endswith("+label-names")
+    # The paired benchmark scores both routers on one file and the difference between them.
+    from benchmarks.routing_paired import main as paired_main
+
+    _, _, test = intent_files
+    argv = ["routing_paired", "--test-file", str(test), str(tmp_path / "plain"), str(tmp_path / "named")]
+    monkeypatch.setattr("sys.argv", argv)
+    paired_main()
+    out = capsys.readouterr().out
+    assert "(n = 3)" in out and "B - A:" in out and "paired bootstrap" in out

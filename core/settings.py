@@ -43,11 +43,11 @@ class Settings:
     collection: str = "house_notes"
     ollama_host: str = "http://127.0.0.1:11434"
     answer_model: str = "qwen3:4b-instruct"
-    answerer: str = "auto"  # auto | ollama | embedded
+    answerer: str = "auto"  # auto | ollama | extractive | smollm2
     # The router with the best validation accuracy on the embedded models (docs/results/routing.md):
-    # MiniLM + character n-grams, trained on the routing questions and the house notes (val 86.1%;
-    # the ensemble with the 135M LLM ties it at 10x the latency). With Qwen3-0.6B and its adapter,
-    # try `llm` or refit `ensemble`.
+    # MiniLM + character n-grams + the store vote, trained on the routing questions and the house
+    # notes (val 94.2%; the ensemble with the LLM router puts no weight on the LLM). With Qwen3-0.6B
+    # and its adapter, try `llm` or refit `ensemble`.
     router_backend: str = "embedding"
     ollama_router_model: str = OLLAMA_ROUTER_MODEL  # the exported router as Ollama serves it
     # The UI login as USER:PASS; set HOUSECHAT_AUTH rather than --auth to keep it out of `ps`.

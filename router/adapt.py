@@ -164,6 +164,7 @@ class AdaptingRouter:
         self._lock = threading.Lock()
         self._store: NoteStore | None = None
         self._generation: int | None = None
+        self._told_no_store = False
         self.head_dir: Path = settings.embedding_router_dir
         self.inner = EmbeddingRouter.load(self.head_dir, labels)
         self.policy = self.inner.policy  # the base head's thresholds (tuned on val)
@@ -174,6 +175,13 @@ class AdaptingRouter:
             if self._store is None:
                 self._store = self._open_store()
             if self._store is None:
+                if self.inner.vote_weight and not self._told_no_store:
+                    where = self.settings.chroma_url or self.settings.store
+                    self.log(
+                        f"no store at {where} yet: routing with the committed head alone, without the store "
+                        "vote — ingest the notes with `python -m ingest` and it joins on the next question"
+                    )
+                    self._told_no_store = True
                 return self.inner
             generation = self._store.generation()
             if generation != self._generation:

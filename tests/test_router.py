@@ -470,3 +470,16 @@ def test_fit_tunes_the_store_vote_and_the_saved_router_reproduces_it(labels, tmp
     routes = router.route_batch([e.question for e in val[:80]])
     hits = sum(r.category == e.category for r, e in zip(routes, val[:80], strict=True))
     assert hits / 80 == pytest.approx(meta["metrics"]["val_accuracy"], abs=1e-4)
+
+
+def test_a_router_that_votes_says_once_when_there_is_no_store_yet(labels, tmp_path, capsys) -> None:
+    from router.registry import load_router
+
+    settings = from_env(store=tmp_path / "not-ingested", var_dir=tmp_path / "var")
+    router = load_router("embedding", settings, labels, fallback=False).router
+    assert router.inner.vote_weight > 0  # the committed head mixes in the store vote
+    router.route("the pool pump hums")
+    router.route("the roof leaks")
+    err = capsys.readouterr().err
+    assert err.count("without the store vote") == 1 and str(tmp_path / "not-ingested") in err
+    assert "python -m ingest" in err

@@ -250,4 +250,3 @@ def test_label_names_join_the_training_questions(intent_files, tmp_path, monkeyp
     paired_main()
     out = capsys.readouterr().out
     assert "(n = 3)" in out and "B - A:" in out and "paired bootstrap" in out
-

@@ -483,3 +483,18 @@ def test_a_router_that_votes_says_once_when_there_is_no_store_yet(labels, tmp_pa
     err = capsys.readouterr().err
     assert err.count("without the store vote") == 1 and str(tmp_path / "not-ingested") in err
     assert "python -m ingest" in err
+
+
+def test_question_vote_favours_the_nearest_training_questions_category(labels, tmp_path) -> None:
+    import numpy as np
+
+    from benchmarks.routing_bm25_vote import question_vote
+
+    pool, roof = labels.ids.index("pool"), labels.ids.index("roof")
+    vectors = np.eye(4, 384, dtype=np.float16)  # four unit "questions": two pool, two roof
+    np.savez(tmp_path / "questions.npz", texts=np.array(list("abcd")), categories=np.array(["pool", "pool", "roof", "roof"]), vectors=vectors)  # fmt: skip
+    asked = np.array([[0.9, 0.1, 0.0, 0.0], [0.0, 0.0, 0.2, 0.8]], dtype=np.float32)
+    asked = np.hstack([asked, np.zeros((2, 380), dtype=np.float32)])
+    votes = question_vote(tmp_path, asked, labels, k=2, power=1.0)
+    assert votes.shape == (2, len(labels)) and np.allclose(votes.sum(axis=1), 1.0)
+    assert votes[0].argmax() == pool and votes[1].argmax() == roof

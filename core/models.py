@@ -397,16 +397,28 @@ def single_token_check(var_dir: Path) -> Callable[[str], bool]:
 
     An LLM router scores a label by its token's logit; a code that splits would need the slower
     summed log-prob path, so new codes are picked among single tokens for all of them.
+    The tokenizers load on the first label asked about, so a file where every category already
+    has a code never unpacks a base model (Gemma's first load converts its GGUF).
     """
-    from transformers import AutoTokenizer
+    tokenizers: list[Any] = []
 
-    offline_env()
-    tokenizers = [AutoTokenizer.from_pretrained(embedded_causal_lm_dir(var_dir))]
-    if (QWEN3_TOKENIZER_DIR / "tokenizer_config.json").exists():
-        tokenizers.append(AutoTokenizer.from_pretrained(QWEN3_TOKENIZER_DIR))
-    if gemma3_installed():
-        tokenizers.append(AutoTokenizer.from_pretrained(embedded_causal_lm_dir(var_dir, GEMMA3)))
-    return lambda label: all(len(t.encode(label, add_special_tokens=False)) == 1 for t in tokenizers)
+    def load() -> list[Any]:
+        from transformers import AutoTokenizer
+
+        offline_env()
+        found = [AutoTokenizer.from_pretrained(embedded_causal_lm_dir(var_dir))]
+        if (QWEN3_TOKENIZER_DIR / "tokenizer_config.json").exists():
+            found.append(AutoTokenizer.from_pretrained(QWEN3_TOKENIZER_DIR))
+        if gemma3_installed():
+            found.append(AutoTokenizer.from_pretrained(embedded_causal_lm_dir(var_dir, GEMMA3)))
+        return found
+
+    def usable(label: str) -> bool:
+        if not tokenizers:
+            tokenizers.extend(load())
+        return all(len(t.encode(label, add_special_tokens=False)) == 1 for t in tokenizers)
+
+    return usable
 
 
 def file_hash(path: Path) -> str:

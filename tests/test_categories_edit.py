@@ -283,3 +283,19 @@ def test_data_check_reports_a_removed_category_once_per_file(new_categories, tmp
         "and run `python -m finetune categories`"
     ]
     assert report.counts["train"]["solar"] == 1 and "fountain" not in report.counts["train"]
+
+
+def test_a_file_with_every_code_assigned_loads_no_tokenizer(tmp_path, monkeypatch, capsys) -> None:
+    import core.models
+    from finetune.cli import main as finetune_main
+
+    def no_base_model(*_args: object) -> Path:
+        raise AssertionError("a base model was unpacked")
+
+    monkeypatch.setattr(core.models, "embedded_causal_lm_dir", no_base_model)
+    monkeypatch.setenv("HOUSECHAT_VAR_DIR", str(tmp_path / "var"))
+    assert finetune_main(["categories", "--dry-run"]) == 0
+    assert "every category has a code" in capsys.readouterr().out
+    check = core.models.single_token_check(tmp_path / "var")  # asks nothing yet: loads nothing
+    with pytest.raises(AssertionError, match="unpacked"):
+        check("AA")

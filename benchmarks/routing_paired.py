@@ -20,16 +20,18 @@ def main() -> None:
     parser.add_argument("routers", type=Path, nargs=2, metavar="DIR", help="router folders A and B")
     args = parser.parse_args()
 
-    from core.categories import label_set_from_ids
+    from core.schemas import read_routing_examples
     from eval.metrics import paired_bootstrap
-    from finetune.data import labelled_files
     from router.embedding import EmbeddingRouter
+    from router.meta import MAKE_EMBEDDING, labels_from_meta, read_meta
 
-    _, test, _ = labelled_files(args.test_file, args.test_file, None)
-    labels = label_set_from_ids(sorted({e.category for e in test}), str(args.test_file))
+    test, errors = read_routing_examples(args.test_file)
+    if errors or not test:
+        raise SystemExit(f"{args.test_file}: {len(errors)} bad lines, {len(test)} usable — fix the file")
     questions = [e.question for e in test]
     right = {}
-    for folder in args.routers:
+    for folder in args.routers:  # each router with the label set it was trained on (as `eval routing` reads it)
+        labels = labels_from_meta(read_meta(folder, MAKE_EMBEDDING), str(folder))
         routes = EmbeddingRouter.load(folder, labels).route_batch(questions)
         right[folder] = [float(r.category == e.category) for r, e in zip(routes, test, strict=True)]
     a, b = (right[f] for f in args.routers)

@@ -78,8 +78,8 @@ def read_split(path: Path, labels: LabelSet, dropped: Dropped, source: str) -> l
 def label_examples(labels: LabelSet) -> list[RoutingExample]:
     """One training example per category: its name, and its scope when the file gives one.
 
-    A category is then known by what it is called even where few questions mention it (a new
-    `solar` with two questions, or a benchmark's intent names such as "card arrival").
+    It adds what the label set already says ("card arrival" for BANKING77's `card_arrival`); it
+    does not stand in for questions: a category with none still loses to its neighbours' priors.
     """
     examples = []
     for c in labels.categories:

@@ -56,6 +56,13 @@ def make_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="copy the best adapter to the router model dir (the household's llm router; not with --labels-from-data)",
     )
+    train.add_argument(
+        "--store",
+        type=Path,
+        default=None,
+        help="with `store_context` in the recipe: the store it reads (default var/store)",
+    )
+    train.add_argument("--chroma-url", default=None, help="read a Chroma server's store instead")
     train.add_argument("--threads", type=int, help="torch CPU threads (1 is faster on a loaded 2-core machine)")
 
     emb = sub.add_parser(
@@ -203,7 +210,7 @@ def run_train(args: argparse.Namespace) -> int:
     from finetune.recipe import load_recipe
     from finetune.train import load_training_data, plan
 
-    settings = from_env()
+    settings = from_env(store=args.store, chroma_url=args.chroma_url)
     if args.install and args.labels_from_data:
         raise HousechatError(
             "--install makes the adapter the household's llm router, which must use the categories file — "

@@ -55,6 +55,9 @@ class Recipe:
     extra_questions: bool = False
     notes: bool = False
     max_length: int = 256  # tokens per training example (longer ones are cut)
+    # classify only, > 0: the head also reads the categories and titles of the top N chunks of an
+    # unfiltered search of the household's store (`router.llm.StoreContext`), in training and routing.
+    store_context: int = 0
     train_file: str | None = None
     val_file: str | None = None
     labels_from_data: bool = False  # with train_file: the files' own labels (codes assigned), not the categories file
@@ -108,6 +111,11 @@ def load_recipe(path: Path, **overrides: Any) -> Recipe:
         raise HousechatError(
             f"{path}:{_line_of(path, 'mode')}: mode classify trains a LoRA adapter and a head with the trl engine — "
             "remove full_finetune, code_rows and `engine: unsloth`"
+        )
+    if recipe.store_context < 0 or (recipe.store_context and recipe.mode != "classify"):
+        raise HousechatError(
+            f"{path}:{_line_of(path, 'store_context')}: store_context is a number of chunks (0 or more) and "
+            "needs `mode: classify`"
         )
     if (recipe.extra_questions or recipe.notes) and recipe.train_file:
         raise HousechatError(

@@ -204,11 +204,20 @@ def train(recipe: Recipe, settings: Settings) -> dict[str, Any]:
         hits = sum(int(p.argmax() == g) for p, g in zip(probs, val_gold, strict=True))
         return hits / max(len(val_gold), 1), probs
 
+    context = None
+    if recipe.store_context:
+        from core.store import open_store
+        from router.llm import StoreContext
+
+        store = open_store(settings, create=False)
+        context = StoreContext(lambda: store, recipe.store_context)
+        print(f"the head reads the top {recipe.store_context} chunks of {store.location}", file=sys.stderr)
+
     def make_scorer(model: Any) -> Any:
         from router.llm import ClassifierScorer, LabelScorer
 
         if recipe.mode == "classify":
-            return ClassifierScorer(model, tokenizer, data.labels)
+            return ClassifierScorer(model, tokenizer, data.labels, context=context)
         # The whole-vocabulary projection: while training, the code rows live in the adapter's wrapper.
         return LabelScorer(model, tokenizer, data.labels, recipe.label_format, label_rows=False)
 
@@ -246,7 +255,7 @@ def train(recipe: Recipe, settings: Settings) -> dict[str, Any]:
         rows = rows_for(data.train, tokenizer, data.labels, recipe.label_format)
         history, _, _ = unsloth_engine.train(recipe, rows, validate, save_best, out_dir)
     elif recipe.mode == "classify":
-        examples = classify_rows(data.train, data.labels)
+        examples = classify_rows(data.train, data.labels, context)
         history = trl_engine.train_classifier(recipe, model, tokenizer, examples, validate, save_best, out_dir)
     else:
         rows = rows_for(data.train, tokenizer, data.labels, recipe.label_format)
@@ -268,11 +277,20 @@ def train(recipe: Recipe, settings: Settings) -> dict[str, Any]:
     return read_meta(out_dir / "adapter")
 
 
-def classify_rows(examples: list[RoutingExample], labels: LabelSet) -> list[tuple[str, int]]:
+def classify_rows(
+    examples: list[RoutingExample], labels: LabelSet, context: Callable[[list[str]], list[str]] | None = None
+) -> list[tuple[str, int]]:
     """(the head's input text, the label's index) per example: the text inference reads too."""
     from router.llm import classify_text
 
-    return [(classify_text(e.question), labels.ids.index(e.category)) for e in examples]
+    questions = [e.question for e in examples]
+    contexts = [""] * len(questions)
+    if context is not None:
+        contexts = [c for i in range(0, len(questions), 256) for c in context(questions[i : i + 256])]
+    return [
+        (classify_text(q, c), labels.ids.index(e.category))
+        for q, c, e in zip(questions, contexts, examples, strict=True)
+    ]
 
 
 def write_artifact(
@@ -300,6 +318,7 @@ def write_artifact(
         "base_hash": base,
         "label_format": recipe.label_format,
         "mode": recipe.mode,
+        "store_context": recipe.store_context,  # > 0: routing reads the top chunks of the store (router.llm)
         "adapter": "full" if recipe.full_finetune else "lora",
         **label_meta(data.labels),
         "data_hash": data.data_hash,

@@ -9,7 +9,10 @@ summed log-prob. Either way the output is a valid label.
 
 `ClassifierScorer` is the other mode (`mode: classify` in a recipe): one forward of the question,
 a linear head over the last token's hidden state, softmax over the label set. Same interface, so
-`LLMRouter`, the int8 quantizer, training's validation and eval use either.
+`LLMRouter`, the int8 quantizer, training's validation and eval use either. With `store_context: K`
+in its recipe, the head also reads `StoreContext`: the categories and titles of the top K chunks of an
+unfiltered search of the household's store (what the embedding router's store vote counts), so the
+router learns to weigh the notes' evidence against the question's wording.
 
 `router.quantize.quantize_int8(scorer)` then makes the decoder int8 (the app's default).
 """
@@ -19,13 +22,17 @@ from __future__ import annotations
 import copy
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core import prompt
 from core.categories import LabelSet
 from core.errors import HousechatError
 from router.base import Route, route_from_scores
+
+if TYPE_CHECKING:
+    from core.store import NoteStore
 
 
 class LabelScorer:
@@ -176,9 +183,37 @@ class LabelScorer:
 CLASSIFY_SUFFIX = "\nCategory:"  # the last token, whose hidden state the head reads, is always this one
 
 
-def classify_text(question: str) -> str:
-    """The classification head's input: the question (whitespace folded) and a fixed last token."""
-    return " ".join(question.split()) + CLASSIFY_SUFFIX
+def classify_text(question: str, context: str = "") -> str:
+    """The classification head's input: the question (whitespace folded), the store's context, a fixed last token."""
+    text = " ".join(question.split())
+    return f"{text}\nNotes: {context}{CLASSIFY_SUFFIX}" if context else text + CLASSIFY_SUFFIX
+
+
+class StoreContext:
+    """What the store says about each question: the categories and titles of its top `k` chunks.
+
+    An unfiltered search with the stock MiniLM (the store's own vectors), as the embedding router's
+    store vote; "" for every question while no store is there (the head then reads the question alone).
+    """
+
+    def __init__(self, open_store: Callable[[], NoteStore | None], k: int) -> None:
+        self.open_store, self.k = open_store, k
+        self.store: NoteStore | None = None
+
+    def __call__(self, questions: list[str]) -> list[str]:
+        from core.models import embed
+        from router.embedding import store_hits
+
+        if self.store is None:
+            self.store = self.open_store()
+        if self.store is None or not questions:
+            return [""] * len(questions)
+        return [
+            " | ".join(
+                f"{str(h.metadata.get('category', '')).replace('_', ' ')}: {h.metadata.get('title', '')}" for h in found
+            )
+            for found in store_hits(self.store, embed(questions), self.k)
+        ]
 
 
 class ClassifierScorer:
@@ -187,11 +222,19 @@ class ClassifierScorer:
     The head has one output per label, in `labels.ids` order: every output is a valid label.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, labels: LabelSet, batch_size: int = 32) -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        labels: LabelSet,
+        batch_size: int = 32,
+        context: Callable[[list[str]], list[str]] | None = None,
+    ) -> None:
         n_out = model.config.num_labels
         if n_out != len(labels):
             raise HousechatError(f"the classification head has {n_out} outputs for {len(labels)} labels — retrain it")
         self.model, self.tokenizer, self.labels, self.batch_size = model, tokenizer, labels, batch_size
+        self.context = context  # a StoreContext when the head was trained with one
 
     def prefix_cache(self) -> None:
         """No fixed prompt prefix here (the quantizer asks for one)."""
@@ -204,7 +247,9 @@ class ClassifierScorer:
         out = []
         with torch.inference_mode():
             for i in range(0, len(questions), self.batch_size):
-                batch = [classify_text(q) for q in questions[i : i + self.batch_size]]
+                part = questions[i : i + self.batch_size]
+                contexts = self.context(part) if self.context else [""] * len(part)
+                batch = [classify_text(q, c) for q, c in zip(part, contexts, strict=True)]
                 enc = self.tokenizer(batch, padding=True, return_tensors="pt")
                 out.append(self.model(**enc).logits.float())
         return torch.cat(out) if out else torch.empty((0, len(self.labels)))

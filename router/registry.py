@@ -48,7 +48,15 @@ class LoadedRouter:
 
 
 def _llm(settings: Settings, labels: LabelSet, generate: bool = False) -> LoadedRouter:
-    from router.llm import ClassifierScorer, LabelScorer, LLMRouter, Scorer, load_adapted_classifier, load_adapted_model
+    from router.llm import (
+        ClassifierScorer,
+        LabelScorer,
+        LLMRouter,
+        Scorer,
+        StoreContext,
+        load_adapted_classifier,
+        load_adapted_model,
+    )
 
     model_dir = settings.router_model_dir
     meta = read_meta(model_dir, MAKE_LLM)
@@ -58,7 +66,9 @@ def _llm(settings: Settings, labels: LabelSet, generate: bool = False) -> Loaded
         if generate:
             raise HousechatError(f"{model_dir}: a classification-head router does not generate — use the llm backend")
         model, tokenizer = load_adapted_classifier(model_dir, meta["base_model"], settings.var_dir, len(labels))
-        scorer = ClassifierScorer(model, tokenizer, labels)
+        k = int(meta.get("store_context", 0))
+        context = StoreContext(lambda: _vote_store(settings), k) if k else None
+        scorer = ClassifierScorer(model, tokenizer, labels, context=context)
     else:
         model, tokenizer = load_adapted_model(model_dir, meta["base_model"], settings.var_dir)
         scorer = LabelScorer(model, tokenizer, labels, meta["label_format"])

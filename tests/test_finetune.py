@@ -305,3 +305,47 @@ def test_classify_mode_trains_saves_and_routes_over_the_closed_label_set(tmp_pat
     with pytest.raises(HousechatError, match="does not generate"):
         load_router("llm-generate", from_env({}, router_model_dir=adapter, var_dir=VAR), fallback=False)
     assert main(["export", str(tmp_path / "run"), "--output-dir", str(tmp_path / "export")]) == 1  # no GGUF of a head
+
+
+@pytest.mark.slow  # ingests three notes and trains the tiny Qwen3 in classify mode
+def test_classify_head_reads_the_store_it_was_trained_with(tmp_path: Path, write_note) -> None:
+    from ingest.cli import main as ingest_main
+    from router.registry import load_router
+
+    notes = tmp_path / "notes"
+    write_note(notes, "pool-pump", "pool", "Replaced the Aquavolt VS-2 pump seal in May 2024.", title="Pool pump seal")
+    write_note(notes, "hvac-filter", "hvac", "The furnace takes a 16x25x1 MERV 11 filter.", title="Furnace filter")
+    write_note(
+        notes, "roof-leak", "roof", "Shingles over the porch lifted in the March storm.", title="Porch roof leak"
+    )
+    store = tmp_path / "store"
+    assert ingest_main(["--store", str(store), str(notes)]) == 0
+    recipe = tmp_path / "ctx.yaml"
+    smoke = (ROOT / "finetune" / "recipes" / "tiny-qwen3-smoke.yaml").read_text()
+    recipe.write_text(smoke.replace("code_rows: from_names", "mode: classify\nstore_context: 2"))
+    out = tmp_path / "run"
+    assert main(["train", str(recipe), "--store", str(store), "--output-dir", str(out), "--threads", "1"]) == 0
+    assert json.loads((out / "adapter" / "meta.json").read_text())["store_context"] == 2
+
+    question = "the Aquavolt seal is leaking again"
+    loaded = load_router(
+        "llm", from_env({}, store=store, router_model_dir=out / "adapter", var_dir=VAR), fallback=False
+    )
+    scorer = loaded.router.scorer
+    (lines,) = scorer.context([question])
+    assert lines.startswith("pool: Pool pump seal | ") and lines.count(" | ") == 1  # the top 2, best first
+    with_notes = scorer.probabilities([question])
+    scorer.context = None  # the same head without the store's lines: its input, so its output, changes
+    assert abs(with_notes - scorer.probabilities([question])).max() > 1e-4
+    # No store where the settings point (not ingested yet): the head reads the question alone, and routes.
+    bare = load_router("llm", from_env({}, store=tmp_path / "none", router_model_dir=out / "adapter", var_dir=VAR))
+    assert bare.router.scorer.context([question]) == [""]
+    assert bare.router.route(question).category in load_categories(ROOT / "data" / "categories.yaml").ids
+
+
+def test_store_context_needs_the_classify_mode(tmp_path: Path) -> None:
+    bad = tmp_path / "r.yaml"
+    bad.write_text("base_model: tiny:qwen3\nstore_context: 3\n")
+    with pytest.raises(HousechatError, match="r.yaml:2: store_context is a number of chunks .* needs `mode: classify`"):
+        load_recipe(bad)
+    assert load_recipe(Path("gemma3-270m-classify-context")).store_context == 3

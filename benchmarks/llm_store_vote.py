@@ -2,11 +2,12 @@
 
     python -m benchmarks.llm_store_vote --store /tmp/m-store [--model models/router-llm]
 
-The LLM router's probabilities (label scoring or a classification head, as installed) and the
+The LLM router's probabilities (label scoring or a classification head, as installed; a head that
+reads the store is scored without the vote `finetune store-vote` fit for it) and the
 store vote the embedding router uses (the categories of the top-k chunks of an unfiltered search,
-score ** power) are mixed in log space; the vote's shape and weight are picked on val (accuracy,
-then log-loss, as `router.embedding.fit` does); test is printed once for the record, never used to
-choose. Numbers, not tests: docs/results/routing.md.
+score ** power) are mixed in log space; the vote's shape and weight are picked on val
+(`router.embedding.pick_vote`: accuracy, then log-loss); test is printed once for the record, never
+used to choose. Numbers, not tests: docs/results/routing.md.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     from core.settings import from_env
     from core.store import open_store
     from eval.metrics import wilson_interval
-    from router.embedding import VOTE_SHAPES, VOTE_WEIGHTS, log_loss, store_hits, vote_from_hits
+    from router.embedding import VOTE_SHAPES, pick_vote, store_hits, vote_from_hits
     from router.registry import load_router
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.llm_store_vote", description=__doc__.split("\n")[0])
@@ -36,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     index = {c: i for i, c in enumerate(labels.ids)}
     store = open_store(settings, create=False)
     router = load_router("llm", settings, fallback=False).router
+    if getattr(router.scorer, "context", None) is not None:
+        router.scorer.context.vote = None  # a store-reading head: its own fitted vote off, the head alone here
     top_k = max(k for k, _ in VOTE_SHAPES)
     split = {}
     for name in ("val", "test"):
@@ -46,15 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         gold = np.array([index[e.category] for e in examples])
         split[name] = (np.log(np.clip(probs, 1e-12, None)), store_hits(store, embed(questions), top_k), gold)
     llm_val, hits_val, gold_val = split["val"]
-    best = ((float((llm_val.argmax(1) == gold_val).mean()), -log_loss(llm_val, gold_val)), 0.0, 1, 1.0)
-    for k, power in VOTE_SHAPES:
-        votes = np.log(vote_from_hits(hits_val, labels, k, power))
-        for weight in VOTE_WEIGHTS[1:]:
-            mixed = llm_val + weight * votes
-            key = (float((mixed.argmax(1) == gold_val).mean()), -log_loss(mixed, gold_val))
-            if key > best[0]:
-                best = (key, weight, k, power)
-    (val_acc, _), weight, k, power = best
+    val_acc, weight, k, power = pick_vote(llm_val, hits_val, labels, gold_val)
     print(f"val-best mix: vote weight {weight}, top-{k} chunks, score ** {power:g}; val {val_acc:.1%}")
     print("| router | val | test (95% Wilson CI) |\n|---|---|---|")
     llm_test, hits_test, gold_test = split["test"]

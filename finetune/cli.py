@@ -159,6 +159,18 @@ def make_parser() -> argparse.ArgumentParser:
     )
     cats.add_argument("--dry-run", action="store_true", help="show the diff; write nothing")
 
+    vote = sub.add_parser(
+        "store-vote",
+        description="For a classification head trained with `store_context`: pick on val (the recipe's val file) "
+        "how much of the store vote (the categories of the top chunks of an unfiltered search, as the embedding "
+        "router's) to mix into its logits, re-tune its thresholds, and write both into its meta.json. "
+        "Weight 0 when no mix beats the head alone.",
+        help="fit the store vote a store-reading llm router mixes in (weight on val)",
+    )
+    vote.add_argument("model", type=Path, help="the router folder: RUN/adapter, or the installed models/router-llm")
+    vote.add_argument("--store", type=Path, default=None, help="the household's ingested store (default var/store)")
+    vote.add_argument("--chroma-url", default=None, help="a Chroma server's store instead")
+
     inst = sub.add_parser("install", help="make a run's best adapter the router model (fp16 weights)")
     inst.add_argument("run", type=Path, help="a run folder (runs/<recipe>)")
 
@@ -424,6 +436,19 @@ def _print_stale_routers(settings: Settings, labels: LabelSet) -> None:
     )
 
 
+def run_store_vote(args: argparse.Namespace) -> int:
+    from finetune.train import fit_store_vote
+
+    meta = fit_store_vote(args.model, from_env(store=args.store, chroma_url=args.chroma_url))
+    m = meta["metrics"]
+    print(
+        f"store vote {meta['store_vote']}: val {m['val_accuracy_with_vote']:.3f} "
+        f"(head alone {m['val_accuracy_head_as_served']:.3f}); thresholds {meta['thresholds']}; written to "
+        f"{Path(args.model) / 'meta.json'}"
+    )
+    return 0
+
+
 def run_install(args: argparse.Namespace) -> int:
     from finetune.train import install
 
@@ -478,6 +503,7 @@ COMMANDS = {
     "ensemble": run_ensemble,
     "categories": run_categories,
     "install": run_install,
+    "store-vote": run_store_vote,
     "export": run_export,
 }
 

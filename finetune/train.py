@@ -12,7 +12,7 @@ import math
 import random
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -362,6 +362,62 @@ def plot_curve(history: dict[str, Any], path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def fit_store_vote(model_dir: Path, settings: Settings) -> dict[str, Any]:
+    """Pick on val the store vote a store-reading classification head mixes in; write it to its meta.
+
+    The head routes each val question as the app does (one at a time, int8 unless turned off), its
+    logits are mixed with the vote of the same unfiltered search in log space (`pick_vote`: shape and
+    weight on val, weight 0 when no mix beats the head), and the thresholds are tuned again on the mix.
+    """
+    import numpy as np
+
+    from core.models import embed
+    from core.schemas import read_routing_examples
+    from router.embedding import VOTE_SHAPES, pick_vote, store_hits
+    from router.llm import StoreVote
+    from router.registry import load_router
+
+    meta = read_meta(model_dir)
+    if not meta.get("store_context"):
+        raise HousechatError(
+            f"{model_dir}: this router does not read the store — train a recipe with `store_context` "
+            "(e.g. gemma3-270m-classify-context.yaml) first"
+        )
+    loaded = load_router("llm", replace(settings, router_model_dir=Path(model_dir)), fallback=False)
+    scorer = loaded.router.scorer
+    context = scorer.context
+    if context.hits(["store check"]) is None:
+        raise HousechatError(f"no ingested store at {settings.store} — ingest the notes or give --store")
+    context.vote = None  # the head alone (a vote fit before is replaced)
+    labels = scorer.labels
+    val_file = Path(meta.get("recipe", {}).get("val_file") or settings.routing_data_dir / "val.jsonl")
+    val, errors = read_routing_examples(val_file, set(labels.ids))
+    if errors or not val:
+        raise HousechatError(f"{val_file}: {len(errors)} bad lines, {len(val)} questions — fix the file")
+    questions = [e.question for e in val]
+    gold = np.array([labels.ids.index(e.category) for e in val])
+    head = np.log(np.clip([[loaded.router.route(q).scores[c] for c in labels.ids] for q in questions], 1e-12, None))
+    hits = store_hits(context.store, embed(questions), max(k for k, _ in VOTE_SHAPES))
+    accuracy, weight, k, power = pick_vote(head, hits, labels, gold)
+    context.vote = StoreVote(weight, k, power)
+    codes = {c.id: c.code for c in labels.categories}
+    routes = [
+        route_from_scores(dict(zip(labels.ids, map(float, p), strict=True)), codes, "llm", 0.0)
+        for p in scorer.probabilities(questions)
+    ]
+    policy, utility = tune(routes, [e.category for e in val])
+    meta["store_vote"] = dataclasses.asdict(context.vote)
+    meta["thresholds"] = policy.to_json()
+    meta["metrics"].update(
+        val_accuracy_head_as_served=round(float((head.argmax(1) == gold).mean()), 4),
+        val_accuracy_with_vote=round(accuracy, 4),
+        val_policy_utility=round(utility, 4),
+    )
+    meta["store_vote_fit_on"] = {"store": str(context.store.location), "val_file": str(val_file)}
+    write_meta(model_dir, meta)
+    return meta
 
 
 def install(adapter_dir: Path, target: Path) -> Path:

@@ -283,6 +283,25 @@ def vote_from_hits(hits: list[list[Any]], labels: LabelSet, k: int = VOTE_K, pow
     return votes / votes.sum(axis=1, keepdims=True)
 
 
+def pick_vote(head_logits: Any, hits: list[list[Any]], labels: LabelSet, gold: Any) -> tuple[float, float, int, float]:
+    """(accuracy, weight, top-k, power): the store vote's mix with `head_logits` that routes val best.
+
+    Accuracy first, ties broken by log-loss; weight 0 (the head alone) unless a mix beats it.
+    """
+    import numpy as np
+
+    best_key = (float((head_logits.argmax(1) == gold).mean()), -log_loss(head_logits, gold))
+    weight, k, power = 0.0, VOTE_K, VOTE_POWER
+    for shape_k, shape_power in VOTE_SHAPES:
+        votes = np.log(vote_from_hits(hits, labels, shape_k, shape_power))
+        for w in VOTE_WEIGHTS[1:]:
+            mixed = head_logits + w * votes
+            key = (float((mixed.argmax(1) == gold).mean()), -log_loss(mixed, gold))
+            if key > best_key:
+                best_key, weight, k, power = key, w, shape_k, shape_power
+    return best_key[0], weight, k, power
+
+
 def store_vote(store: NoteStore, vectors: Any, labels: LabelSet, k: int = VOTE_K, power: float = VOTE_POWER) -> Any:
     """The store vote for each question vector: its top-k chunks' categories, weighted by score**power."""
     return vote_from_hits(store_hits(store, vectors, k), labels, k, power)
@@ -365,15 +384,7 @@ def fit(
         # The vote's shape and weight on val: accuracy first, ties broken by log-loss.
         head_logits = np.log(np.clip(router.probabilities(val_q, x_val), 1e-12, None))
         hits = store_hits(store, x_val, max(k for k, _ in VOTE_SHAPES))
-        best_key = (val_acc, -log_loss(head_logits, y_val))
-        for k, power in VOTE_SHAPES:
-            votes = np.log(vote_from_hits(hits, labels, k, power))
-            for weight in VOTE_WEIGHTS[1:]:
-                mixed = head_logits + weight * votes
-                key = (float((mixed.argmax(1) == y_val).mean()), -log_loss(mixed, y_val))
-                if key > best_key:
-                    best_key, vote_weight, vote_k, vote_power = key, weight, k, power
-        vote_acc = best_key[0]
+        vote_acc, vote_weight, vote_k, vote_power = pick_vote(head_logits, hits, labels, y_val)
         router.vote_weight, router.vote_k, router.vote_power = vote_weight, vote_k, vote_power
         router.attach_store(store)
     router.temperature = fit_temperature(router.logits(val_q, x_val), y_val)

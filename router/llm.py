@@ -12,7 +12,9 @@ a linear head over the last token's hidden state, softmax over the label set. Sa
 `LLMRouter`, the int8 quantizer, training's validation and eval use either. With `store_context: K`
 in its recipe, the head also reads `StoreContext`: the categories and titles of the top K chunks of an
 unfiltered search of the household's store (what the embedding router's store vote counts), so the
-router learns to weigh the notes' evidence against the question's wording.
+router learns to weigh the notes' evidence against the question's wording. `python -m finetune
+store-vote` then fits on val how much of the store vote (the same search's categories, as the embedding
+router mixes them) to add to the head's logits (`StoreVote`, in its meta.json).
 
 `router.quantize.quantize_int8(scorer)` then makes the decoder int8 (the app's default).
 """
@@ -23,6 +25,7 @@ import copy
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -189,31 +192,50 @@ def classify_text(question: str, context: str = "") -> str:
     return f"{text}\nNotes: {context}{CLASSIFY_SUFFIX}" if context else text + CLASSIFY_SUFFIX
 
 
+@dataclass(frozen=True)
+class StoreVote:
+    """The store vote mixed into the head's logits: `weight` x log(vote of the top `k` chunks, score ** `power`)."""
+
+    weight: float
+    k: int
+    power: float
+
+
 class StoreContext:
     """What the store says about each question: the categories and titles of its top `k` chunks.
 
     An unfiltered search with the stock MiniLM (the store's own vectors), as the embedding router's
     store vote; "" for every question while no store is there (the head then reads the question alone).
+    With a `vote`, the same search also gives the store vote (`router.embedding.vote_from_hits`).
     """
 
-    def __init__(self, open_store: Callable[[], NoteStore | None], k: int) -> None:
-        self.open_store, self.k = open_store, k
+    def __init__(self, open_store: Callable[[], NoteStore | None], k: int, vote: StoreVote | None = None) -> None:
+        self.open_store, self.k, self.vote = open_store, k, vote
         self.store: NoteStore | None = None
 
-    def __call__(self, questions: list[str]) -> list[str]:
+    def hits(self, questions: list[str]) -> list[list[Any]] | None:
+        """Each question's top chunks (enough for the lines and the vote); None without a store."""
         from core.models import embed
         from router.embedding import store_hits
 
         if self.store is None:
             self.store = self.open_store()
         if self.store is None or not questions:
-            return [""] * len(questions)
+            return None
+        return store_hits(self.store, embed(questions), max(self.k, self.vote.k if self.vote else 0))
+
+    def lines(self, hits: list[list[Any]]) -> list[str]:
         return [
             " | ".join(
-                f"{str(h.metadata.get('category', '')).replace('_', ' ')}: {h.metadata.get('title', '')}" for h in found
+                f"{str(h.metadata.get('category', '')).replace('_', ' ')}: {h.metadata.get('title', '')}"
+                for h in found[: self.k]
             )
-            for found in store_hits(self.store, embed(questions), self.k)
+            for found in hits
         ]
+
+    def __call__(self, questions: list[str]) -> list[str]:
+        hits = self.hits(questions)
+        return [""] * len(questions) if hits is None else self.lines(hits)
 
 
 class ClassifierScorer:
@@ -228,13 +250,13 @@ class ClassifierScorer:
         tokenizer: Any,
         labels: LabelSet,
         batch_size: int = 32,
-        context: Callable[[list[str]], list[str]] | None = None,
+        context: StoreContext | None = None,
     ) -> None:
         n_out = model.config.num_labels
         if n_out != len(labels):
             raise HousechatError(f"the classification head has {n_out} outputs for {len(labels)} labels — retrain it")
         self.model, self.tokenizer, self.labels, self.batch_size = model, tokenizer, labels, batch_size
-        self.context = context  # a StoreContext when the head was trained with one
+        self.context = context  # a StoreContext when the head was trained with one (and its store vote, if fit)
 
     def prefix_cache(self) -> None:
         """No fixed prompt prefix here (the quantizer asks for one)."""
@@ -248,10 +270,18 @@ class ClassifierScorer:
         with torch.inference_mode():
             for i in range(0, len(questions), self.batch_size):
                 part = questions[i : i + self.batch_size]
-                contexts = self.context(part) if self.context else [""] * len(part)
+                hits = self.context.hits(part) if self.context else None
+                contexts = self.context.lines(hits) if self.context and hits else [""] * len(part)
                 batch = [classify_text(q, c) for q, c in zip(part, contexts, strict=True)]
                 enc = self.tokenizer(batch, padding=True, return_tensors="pt")
-                out.append(self.model(**enc).logits.float())
+                logits = self.model(**enc).logits.float()
+                vote = self.context.vote if self.context else None
+                if vote and vote.weight and hits:
+                    from router.embedding import vote_from_hits
+
+                    votes = vote_from_hits(hits, self.labels, vote.k, vote.power)
+                    logits = logits + vote.weight * torch.log(torch.from_numpy(votes)).float()
+                out.append(logits)
         return torch.cat(out) if out else torch.empty((0, len(self.labels)))
 
     def probabilities(self, questions: list[str], use_cache: bool = True) -> Any:

@@ -54,6 +54,7 @@ def _llm(settings: Settings, labels: LabelSet, generate: bool = False) -> Loaded
         LLMRouter,
         Scorer,
         StoreContext,
+        StoreVote,
         load_adapted_classifier,
         load_adapted_model,
     )
@@ -67,7 +68,8 @@ def _llm(settings: Settings, labels: LabelSet, generate: bool = False) -> Loaded
             raise HousechatError(f"{model_dir}: a classification-head router does not generate — use the llm backend")
         model, tokenizer = load_adapted_classifier(model_dir, meta["base_model"], settings.var_dir, len(labels))
         k = int(meta.get("store_context", 0))
-        context = StoreContext(lambda: _vote_store(settings), k) if k else None
+        vote = StoreVote(**meta["store_vote"]) if meta.get("store_vote") else None
+        context = StoreContext(lambda: _vote_store(settings), k, vote) if k else None
         scorer = ClassifierScorer(model, tokenizer, labels, context=context)
     else:
         model, tokenizer = load_adapted_model(model_dir, meta["base_model"], settings.var_dir)

@@ -337,6 +337,19 @@ def test_classify_head_reads_the_store_it_was_trained_with(tmp_path: Path, write
     with_notes = scorer.probabilities([question])
     scorer.context = None  # the same head without the store's lines: its input, so its output, changes
     assert abs(with_notes - scorer.probabilities([question])).max() > 1e-4
+    # The store vote, fit on val: three notes' categories lift val's pool/hvac/roof questions over a random head.
+    assert main(["store-vote", str(out / "adapter"), "--store", str(store)]) == 0
+    meta = json.loads((out / "adapter" / "meta.json").read_text())
+    vote = meta["store_vote"]
+    assert (
+        vote["weight"] > 0
+        and meta["metrics"]["val_accuracy_with_vote"] > meta["metrics"]["val_accuracy_head_as_served"]
+    )
+    voting = load_router(
+        "llm", from_env({}, store=store, router_model_dir=out / "adapter", var_dir=VAR), fallback=False
+    )
+    assert voting.router.scorer.context.vote.weight == vote["weight"]
+    assert abs(voting.router.scorer.probabilities([question]) - scorer.probabilities([question])).max() > 1e-4
     # No store where the settings point (not ingested yet): the head reads the question alone, and routes.
     bare = load_router("llm", from_env({}, store=tmp_path / "none", router_model_dir=out / "adapter", var_dir=VAR))
     assert bare.router.scorer.context([question]) == [""]
@@ -349,3 +362,9 @@ def test_store_context_needs_the_classify_mode(tmp_path: Path) -> None:
     with pytest.raises(HousechatError, match="r.yaml:2: store_context is a number of chunks .* needs `mode: classify`"):
         load_recipe(bad)
     assert load_recipe(Path("gemma3-270m-classify-context")).store_context == 3
+
+
+@pytest.mark.slow  # uses the smoke run
+def test_store_vote_needs_a_head_that_reads_the_store(smoke_run: Path, capsys) -> None:
+    assert main(["store-vote", str(smoke_run / "adapter")]) == 1
+    assert "does not read the store — train a recipe with `store_context`" in capsys.readouterr().err

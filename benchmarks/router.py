@@ -5,7 +5,8 @@
 Prints a table of p50/p95 milliseconds per question and each row's ratio to the embedding router.
 The `llm` rows use the installed adapter (models/router-llm) when there is one, else the bare
 SmolLM2 base with the same prompt and label scoring (same architecture, same cost). An installed
-classification-head adapter (`mode: classify`) gets float32 and int8 rows of its own, and the
+classification-head adapter (`mode: classify`) gets float32 and int8 rows of its own (reading
+`--store` when it was trained with `store_context`: search, lines and vote included), and the
 label-scoring rows then use the bare base. They go lever
 by lever: float32 with the whole-vocabulary projection (the scorer before issue #16), float32
 reading only the labels' rows of the output layer, then int8 (router.quantize, the app's default).
@@ -94,14 +95,17 @@ def main() -> None:
     adapter = args.model or settings.router_model_dir
     meta = read_meta(adapter) if (adapter / "meta.json").exists() else {}
     heads: list[LLMRouter] = []
+    head_name = ""
     if meta.get("mode") == "classify":
         # A classification-head router (one forward, a head over the last token): float32 and int8 rows of
         # its own; the label-scoring lever rows below then use the bare base.
         from router.llm import ClassifierScorer, load_adapted_classifier
 
         head, head_tok = load_adapted_classifier(adapter, meta["base_model"], settings.var_dir, len(labels))
-        heads = [LLMRouter(ClassifierScorer(head, head_tok, labels))]
-        heads.append(LLMRouter(quantize_int8(ClassifierScorer(copy.deepcopy(head), head_tok, labels))))
+        context = store_context(meta, args.store)
+        heads = [LLMRouter(ClassifierScorer(head, head_tok, labels, context=context))]
+        heads.append(LLMRouter(quantize_int8(ClassifierScorer(copy.deepcopy(head), head_tok, labels, context=context))))
+        head_name = "llm (classification head" + (", reads the store" if context else "") + ", adapter merged)"
         meta = {}
     if meta:
         model, tokenizer = load_adapted_model(adapter, meta["base_model"], settings.var_dir)
@@ -127,10 +131,7 @@ def main() -> None:
     singles = timed_interleaved(
         [vocab.route, fp32.route, cached.route, uncached.route] + [h.route for h in heads], questions
     )
-    head_rows = [
-        (f"llm (classification head, adapter merged), {kind}, single", t)
-        for kind, t in zip(("float32", "int8"), singles[4:], strict=False)
-    ]
+    head_rows = [(f"{head_name}, {kind}, single", t) for kind, t in zip(("float32", "int8"), singles[4:], strict=False)]
     rows = [
         ("embedding, single", timed_single(embedding.route, questions)),
         *served,
@@ -161,6 +162,19 @@ def main() -> None:
     best = min(percentile(v, 50) for name, v in rows if name.startswith(llm_rows) and name.endswith("single"))
     print(f"best llm router, single question: p50 {best:.1f} ms (issue #16 target <= 60 ms)")
     print(f"1-min load average {os.getloadavg()[0]:.1f} ({os.cpu_count()} cores)")
+
+
+def store_context(meta: dict, store_dir: Path | None):
+    """The store a classification head trained with `store_context` reads (and its store vote), from --store."""
+    if not meta.get("store_context") or store_dir is None:
+        return None
+    from core.settings import from_env
+    from core.store import open_store
+    from router.llm import StoreContext, StoreVote
+
+    store = open_store(from_env(store=store_dir), create=False)
+    vote = StoreVote(**meta["store_vote"]) if meta.get("store_vote") else None
+    return StoreContext(lambda: store, int(meta["store_context"]), vote)
 
 
 def served_rows(settings, labels, store_dir: Path, questions: list[str]) -> list[tuple[str, list[float]]]:

@@ -460,6 +460,7 @@ def run_install(args: argparse.Namespace) -> int:
 
 def run_ensemble(args: argparse.Namespace) -> int:
     from finetune.data import Dropped, read_split
+    from finetune.train import home_relative
     from router.ensemble import fit_weight
     from router.registry import load_router
 
@@ -473,7 +474,7 @@ def run_ensemble(args: argparse.Namespace) -> int:
     llm = load_router("llm", settings, labels, fallback=False).router.route_batch(questions)
     embedding = load_router("embedding", settings, labels, fallback=False).router.route_batch(questions)
     out = args.output_dir or settings.ensemble_router_dir
-    sources = {name: _home_relative(settings, path) for name, path in
+    sources = {name: home_relative(settings, path) for name, path in
                (("llm", settings.router_model_dir), ("embedding", settings.embedding_router_dir))}  # fmt: skip
     meta = fit_weight(llm, embedding, [e.category for e in val], labels, out, sources)
     print(
@@ -506,11 +507,3 @@ COMMANDS = {
     "store-vote": run_store_vote,
     "export": run_export,
 }
-
-
-def _home_relative(settings: Settings, path: Path) -> str:
-    """`path` relative to the checkout when it lies inside it (a committed meta names no one's machine)."""
-    try:
-        return str(Path(path).resolve().relative_to(Path(settings.home).resolve()))
-    except ValueError:
-        return str(path)

@@ -364,6 +364,14 @@ def plot_curve(history: dict[str, Any], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def home_relative(settings: Settings, path: Path) -> str:
+    """`path` relative to the checkout when it lies inside it (a committed meta names no one's machine)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path(settings.home).resolve()))
+    except ValueError:
+        return str(path)
+
+
 def fit_store_vote(model_dir: Path, settings: Settings) -> dict[str, Any]:
     """Pick on val the store vote a store-reading classification head mixes in; write it to its meta.
 
@@ -415,7 +423,10 @@ def fit_store_vote(model_dir: Path, settings: Settings) -> dict[str, Any]:
         val_accuracy_with_vote=round(accuracy, 4),
         val_policy_utility=round(utility, 4),
     )
-    meta["store_vote_fit_on"] = {"store": str(context.store.location), "val_file": str(val_file)}
+    meta["store_vote_fit_on"] = {
+        "store": home_relative(settings, Path(context.store.location)),
+        "val_file": home_relative(settings, val_file),
+    }
     write_meta(model_dir, meta)
     return meta
 

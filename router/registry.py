@@ -65,7 +65,7 @@ def _llm(settings: Settings, labels: LabelSet, generate: bool = False) -> Loaded
     scorer: Scorer
     if meta.get("mode", "score") == "classify":
         if generate:
-            raise HousechatError(f"{model_dir}: a classification-head router does not generate — use the llm backend")
+            raise HousechatError(_no_generation(model_dir))
         model, tokenizer = load_adapted_classifier(model_dir, meta["base_model"], settings.var_dir, len(labels))
         k = int(meta.get("store_context", 0))
         vote = StoreVote(**meta["store_vote"]) if meta.get("store_vote") else None
@@ -230,6 +230,10 @@ def load_router(name: str, settings: Settings, labels: LabelSet | None = None, f
     return loaded
 
 
+def _no_generation(model_dir: object) -> str:
+    return f"{model_dir}: a classification-head router does not generate — use the llm backend"
+
+
 def availability(settings: Settings) -> dict[str, str | None]:
     """For `--list`: None when a backend can run here, else why not (cheap checks only)."""
     labels = load_categories(settings.categories_file)
@@ -246,6 +250,8 @@ def availability(settings: Settings) -> dict[str, str | None]:
         except HousechatError as exc:
             result[name] = str(exc)
     result["llm-generate"] = result["llm"]
+    if result["llm"] is None and read_meta(settings.router_model_dir, MAKE_LLM).get("mode") == "classify":
+        result["llm-generate"] = _no_generation(settings.router_model_dir)
     result["ensemble"] = result["ensemble"] or result["llm"] or result["embedding"]
     try:
         from core.models import smollm2_gguf_path

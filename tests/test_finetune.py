@@ -274,7 +274,7 @@ def test_classify_mode_trains_saves_and_routes_over_the_closed_label_set(tmp_pat
 
     from finetune.train import install, train
     from router.llm import load_adapted_classifier
-    from router.registry import load_router
+    from router.registry import availability, load_router
 
     recipe = load_recipe(
         Path("tiny-qwen3-smoke"),
@@ -304,6 +304,8 @@ def test_classify_mode_trains_saves_and_routes_over_the_closed_label_set(tmp_pat
             assert all(p >= 0 for p in route.scores.values())
     with pytest.raises(HousechatError, match="does not generate"):
         load_router("llm-generate", from_env({}, router_model_dir=adapter, var_dir=VAR), fallback=False)
+    listed = availability(from_env({}, router_model_dir=adapter, var_dir=VAR))
+    assert listed["llm"] is None and "does not generate" in (listed["llm-generate"] or "")  # `router --list`
     assert main(["export", str(tmp_path / "run"), "--output-dir", str(tmp_path / "export")]) == 1  # no GGUF of a head
 
 

@@ -20,12 +20,12 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     from core.categories import load_categories
-    from core.models import embed
     from core.schemas import read_routing_examples
     from core.settings import from_env
     from core.store import open_store
     from eval.metrics import wilson_interval
-    from router.embedding import VOTE_SHAPES, pick_vote, store_hits, vote_from_hits
+    from finetune.train import served_logits_and_hits
+    from router.embedding import pick_vote, vote_from_hits
     from router.registry import load_router
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.llm_store_vote", description=__doc__.split("\n")[0])
@@ -39,15 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     router = load_router("llm", settings, fallback=False).router
     if getattr(router.scorer, "context", None) is not None:
         router.scorer.context.vote = None  # a store-reading head: its own fitted vote off, the head alone here
-    top_k = max(k for k, _ in VOTE_SHAPES)
     split = {}
     for name in ("val", "test"):
         examples, _ = read_routing_examples(settings.routing_data_dir / f"{name}.jsonl", set(labels.ids))
-        questions = [e.question for e in examples]
-        # One question at a time, as the app and `eval routing` route (an int8 batch would differ slightly).
-        probs = np.array([[router.route(q).scores[c] for c in labels.ids] for q in questions])
         gold = np.array([index[e.category] for e in examples])
-        split[name] = (np.log(np.clip(probs, 1e-12, None)), store_hits(store, embed(questions), top_k), gold)
+        split[name] = (*served_logits_and_hits(router, [e.question for e in examples], store), gold)
     llm_val, hits_val, gold_val = split["val"]
     val_acc, weight, k, power = pick_vote(llm_val, hits_val, labels, gold_val)
     print(f"val-best mix: vote weight {weight}, top-{k} chunks, score ** {power:g}; val {val_acc:.1%}")

@@ -166,15 +166,13 @@ def main() -> None:
 
 def store_context(meta: dict, store_dir: Path | None):
     """The store a classification head trained with `store_context` reads (and its store vote), from --store."""
-    if not meta.get("store_context") or store_dir is None:
+    if store_dir is None:
         return None
     from core.settings import from_env
     from core.store import open_store
-    from router.llm import StoreContext, StoreVote
+    from router.llm import StoreContext
 
-    store = open_store(from_env(store=store_dir), create=False)
-    vote = StoreVote(**meta["store_vote"]) if meta.get("store_vote") else None
-    return StoreContext(lambda: store, int(meta["store_context"]), vote)
+    return StoreContext.from_meta(meta, lambda: open_store(from_env(store=store_dir), create=False))
 
 
 def served_rows(settings, labels, store_dir: Path, questions: list[str]) -> list[tuple[str, list[float]]]:

@@ -372,6 +372,20 @@ def home_relative(settings: Settings, path: Path) -> str:
         return str(path)
 
 
+def served_logits_and_hits(router: Any, questions: list[str], store: Any) -> tuple[Any, list[list[Any]]]:
+    """An llm router's log-probabilities, one question at a time as the app routes (an int8 batch would
+    differ slightly), and each question's top chunks of an unfiltered search, deep enough for any vote shape."""
+    import numpy as np
+
+    from core.models import embed
+    from router.embedding import VOTE_SHAPES, store_hits
+
+    ids = router.scorer.labels.ids
+    probs = np.array([[router.route(q).scores[c] for c in ids] for q in questions])
+    hits = store_hits(store, embed(questions), max(k for k, _ in VOTE_SHAPES))
+    return np.log(np.clip(probs, 1e-12, None)), hits
+
+
 def fit_store_vote(model_dir: Path, settings: Settings) -> dict[str, Any]:
     """Pick on val the store vote a store-reading classification head mixes in; write it to its meta.
 
@@ -380,10 +394,10 @@ def fit_store_vote(model_dir: Path, settings: Settings) -> dict[str, Any]:
     weight on val, weight 0 when no mix beats the head), and the thresholds are tuned again on the mix.
     """
     import numpy as np
+    from scipy.special import softmax
 
-    from core.models import embed
     from core.schemas import read_routing_examples
-    from router.embedding import VOTE_SHAPES, pick_vote, store_hits
+    from router.embedding import pick_vote, vote_from_hits
     from router.llm import StoreVote
     from router.registry import load_router
 
@@ -406,14 +420,14 @@ def fit_store_vote(model_dir: Path, settings: Settings) -> dict[str, Any]:
         raise HousechatError(f"{val_file}: {len(errors)} bad lines, {len(val)} questions — fix the file")
     questions = [e.question for e in val]
     gold = np.array([labels.ids.index(e.category) for e in val])
-    head = np.log(np.clip([[loaded.router.route(q).scores[c] for c in labels.ids] for q in questions], 1e-12, None))
-    hits = store_hits(context.store, embed(questions), max(k for k, _ in VOTE_SHAPES))
+    head, hits = served_logits_and_hits(loaded.router, questions, context.store)
     accuracy, weight, k, power = pick_vote(head, hits, labels, gold)
     context.vote = StoreVote(weight, k, power)
+    mixed = head + weight * np.log(vote_from_hits(hits, labels, k, power))
     codes = {c.id: c.code for c in labels.categories}
     routes = [
         route_from_scores(dict(zip(labels.ids, map(float, p), strict=True)), codes, "llm", 0.0)
-        for p in scorer.probabilities(questions)
+        for p in softmax(mixed, axis=1)
     ]
     policy, utility = tune(routes, [e.category for e in val])
     meta["store_vote"] = dataclasses.asdict(context.vote)

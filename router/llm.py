@@ -237,6 +237,13 @@ class StoreContext:
         hits = self.hits(questions)
         return [""] * len(questions) if hits is None else self.lines(hits)
 
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any], open_store: Callable[[], NoteStore | None]) -> StoreContext | None:
+        """The context a router's meta.json asks for (`store_context`, `store_vote`); None when it reads no store."""
+        k = int(meta.get("store_context", 0))
+        vote = StoreVote(**meta["store_vote"]) if meta.get("store_vote") else None
+        return cls(open_store, k, vote) if k else None
+
 
 class ClassifierScorer:
     """Probabilities over `labels` from a sequence-classification model (a head over the last token).

@@ -54,7 +54,6 @@ def _llm(settings: Settings, labels: LabelSet, generate: bool = False) -> Loaded
         LLMRouter,
         Scorer,
         StoreContext,
-        StoreVote,
         load_adapted_classifier,
         load_adapted_model,
     )
@@ -67,9 +66,7 @@ def _llm(settings: Settings, labels: LabelSet, generate: bool = False) -> Loaded
         if generate:
             raise HousechatError(_no_generation(model_dir))
         model, tokenizer = load_adapted_classifier(model_dir, meta["base_model"], settings.var_dir, len(labels))
-        k = int(meta.get("store_context", 0))
-        vote = StoreVote(**meta["store_vote"]) if meta.get("store_vote") else None
-        context = StoreContext(lambda: _vote_store(settings), k, vote) if k else None
+        context = StoreContext.from_meta(meta, lambda: _vote_store(settings))
         scorer = ClassifierScorer(model, tokenizer, labels, context=context)
     else:
         model, tokenizer = load_adapted_model(model_dir, meta["base_model"], settings.var_dir)

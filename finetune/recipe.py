@@ -58,6 +58,9 @@ class Recipe:
     # classify only, > 0: the head also reads the categories and titles of the top N chunks of an
     # unfiltered search of the household's store (`router.llm.StoreContext`), in training and routing.
     store_context: int = 0
+    # with store_context: also each chunk's note title ("pool: Pool pump seal"); false = the categories alone,
+    # a shorter input (faster routing)
+    store_context_titles: bool = True
     train_file: str | None = None
     val_file: str | None = None
     labels_from_data: bool = False  # with train_file: the files' own labels (codes assigned), not the categories file

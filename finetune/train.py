@@ -210,7 +210,7 @@ def train(recipe: Recipe, settings: Settings) -> dict[str, Any]:
         from router.llm import StoreContext
 
         store = open_store(settings, create=False)
-        context = StoreContext(lambda: store, recipe.store_context)
+        context = StoreContext(lambda: store, recipe.store_context, titles=recipe.store_context_titles)
         print(f"the head reads the top {recipe.store_context} chunks of {store.location}", file=sys.stderr)
 
     def make_scorer(model: Any) -> Any:
@@ -319,6 +319,7 @@ def write_artifact(
         "label_format": recipe.label_format,
         "mode": recipe.mode,
         "store_context": recipe.store_context,  # > 0: routing reads the top chunks of the store (router.llm)
+        "store_context_titles": recipe.store_context_titles,
         "adapter": "full" if recipe.full_finetune else "lora",
         **label_meta(data.labels),
         "data_hash": data.data_hash,

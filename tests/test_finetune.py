@@ -327,7 +327,8 @@ def test_classify_head_reads_the_store_it_was_trained_with(tmp_path: Path, write
     recipe.write_text(smoke.replace("code_rows: from_names", "mode: classify\nstore_context: 2"))
     out = tmp_path / "run"
     assert main(["train", str(recipe), "--store", str(store), "--output-dir", str(out), "--threads", "1"]) == 0
-    assert json.loads((out / "adapter" / "meta.json").read_text())["store_context"] == 2
+    trained = json.loads((out / "adapter" / "meta.json").read_text())
+    assert trained["store_context"] == 2 and trained["store_context_titles"] is True
 
     question = "the Aquavolt seal is leaking again"
     loaded = load_router(
@@ -352,6 +353,11 @@ def test_classify_head_reads_the_store_it_was_trained_with(tmp_path: Path, write
     )
     assert voting.router.scorer.context.vote.weight == vote["weight"]
     assert abs(voting.router.scorer.probabilities([question]) - scorer.probabilities([question])).max() > 1e-4
+    # A head trained with `store_context_titles: false` reads the chunks' categories alone (a shorter input).
+    (out / "adapter" / "meta.json").write_text(json.dumps({**meta, "store_context_titles": False}))
+    short = load_router("llm", from_env({}, store=store, router_model_dir=out / "adapter", var_dir=VAR), fallback=False)
+    (short_lines,) = short.router.scorer.context([question])
+    assert short_lines.startswith("pool | ") and short_lines.count(" | ") == 1 and ":" not in short_lines
     # No store where the settings point (not ingested yet): the head reads the question alone, and routes.
     bare = load_router("llm", from_env({}, store=tmp_path / "none", router_model_dir=out / "adapter", var_dir=VAR))
     assert bare.router.scorer.context([question]) == [""]

@@ -24,6 +24,7 @@ import shutil
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,11 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--k", type=int, default=5, help="chunks retrieved per question")
     parser.add_argument("--backend", default=None, help="router backend for hard/soft (default: settings)")
     parser.add_argument("--hybrid", choices=["on", "off"], help="BM25 hybrid (default: settings)")
+    parser.add_argument(
+        "--boosts",
+        default="",
+        help="more soft-filter boosts to score beside the router's own, comma-separated (e.g. 0.35,0.5)",
+    )
     parser.add_argument("--work", type=Path, help="store and embedding cache folder (default var/growth)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
     return parser
@@ -62,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     hybrid = base.hybrid if args.hybrid is None else args.hybrid == "on"
     backend = args.backend or base.router_backend
     sizes = sorted(int(s) for s in args.sizes.split(","))
+    boosts = [float(b) for b in args.boosts.split(",") if b.strip()]
     labels = load_categories(settings.categories_file)
     items, errors = read_qa(settings.qa_file, known=set(labels.ids))
     if errors:
@@ -86,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         routes = loaded.router.route_batch([item.question for item in items])  # adapts to the store first
         route_s = time.perf_counter() - start
-        row = _score(store, items, routes, loaded.policy, args.k, hybrid)
+        row = _score(store, items, routes, loaded.policy, args.k, hybrid, boosts)
         row.update(distractors=size, chunks=store.counts()[1], note_chunks=note_chunks, route_s=round(route_s, 1))
         rows.append(row)
         print(_row_line(row), file=sys.stderr)
@@ -178,17 +185,29 @@ def _add(store: NoteStore, chunks: list[Distractor], vectors: Any) -> None:
         store.write_notes(versions[start : start + 200])
 
 
-def _score(store: NoteStore, items: list[Any], routes: list[Any], policy: Any, k: int, hybrid: bool) -> dict[str, Any]:
-    """hit@3, category precision, routing accuracy and on − off per arm at the store's current size."""
-    hits: dict[str, list[float]] = {arm: [] for arm in ARMS}
-    precision: dict[str, list[float]] = {arm: [] for arm in ARMS}
+def _score(
+    store: NoteStore,
+    items: list[Any],
+    routes: list[Any],
+    policy: Any,
+    k: int,
+    hybrid: bool,
+    boosts: Sequence[float] = (),
+) -> dict[str, Any]:
+    """hit@3, category precision, routing accuracy and on − off per arm at the store's current size.
+
+    Each of `boosts` adds a soft arm "soft <boost>" beside the policy's own."""
+    arms = [*ARMS, *(f"soft {b:g}" for b in boosts)]
+    hits: dict[str, list[float]] = {arm: [] for arm in arms}
+    precision: dict[str, list[float]] = {arm: [] for arm in arms}
     widened = 0
     for item, route in zip(items, routes, strict=True):
-        for arm in ARMS:
+        for arm in arms:
             if arm == "off":
                 found = retrieve(store, item.question, k, hybrid=hybrid)
             else:
-                plan = policy.with_mode(arm).plan(route)
+                mode, _, boost = arm.partition(" ")
+                plan = policy.with_mode(mode, float(boost) if boost else None).plan(route)
                 found = retrieve(store, item.question, k, plan.where if plan.mode != "none" else None,
                                  hybrid=hybrid, boost=plan.boost)  # fmt: skip
                 widened += arm == "hard" and found.widened
@@ -206,9 +225,9 @@ def _score(store: NoteStore, items: list[Any], routes: list[Any], policy: Any, k
                 "hit_at_3": round(float(np.mean(hits[arm])), 4),
                 "category_precision": round(float(np.mean(precision[arm])), 4),
             }
-            for arm in ARMS
+            for arm in arms
         },
-        "on_minus_off": {arm: metrics.paired_bootstrap(hits["off"], hits[arm]) for arm in ARMS if arm != "off"},
+        "on_minus_off": {arm: metrics.paired_bootstrap(hits["off"], hits[arm]) for arm in arms if arm != "off"},
     }
 
 
@@ -240,6 +259,21 @@ def markdown(result: dict[str, Any]) -> str:
             f"{a['off']['category_precision']:.3f} | {a['hard']['category_precision']:.3f} | "
             f"{a['soft']['category_precision']:.3f} | {row['hard_widened']} |"
         )
+    extra = [(row, arm) for row in result["rows"] for arm in row["arms"] if arm.startswith("soft ")]
+    if extra:
+        lines += [
+            "",
+            "The soft filter at other boosts:",
+            "",
+            "| distractors | boost | hit@3 | − off (95% CI) | cat. prec. |",
+            "|---|---|---|---|---|",
+        ]
+        for row, arm in extra:
+            d, got = row["on_minus_off"][arm], row["arms"][arm]
+            lines.append(
+                f"| {row['distractors']:,} | {arm.split()[1]} | {got['hit_at_3']:.3f} | "
+                f"{d['mean']:+.3f} ({d['lo']:+.3f} … {d['hi']:+.3f}) | {got['category_precision']:.3f} |"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -216,8 +216,10 @@ class StoreContext:
         self.open_store, self.k, self.vote, self.titles = open_store, k, vote, titles
         self.store: NoteStore | None = None
 
-    def hits(self, questions: list[str]) -> list[list[Any]] | None:
-        """Each question's top chunks (enough for the lines and the vote); None without a store."""
+    def hits(self, questions: list[str], vectors: Any = None) -> list[list[Any]] | None:
+        """Each question's top chunks (enough for the lines and the vote); None without a store.
+
+        `vectors`: the questions' MiniLM vectors when the caller has them (the app embeds once)."""
         from core.models import embed
         from router.embedding import store_hits
 
@@ -225,7 +227,8 @@ class StoreContext:
             self.store = self.open_store()
         if self.store is None or not questions:
             return None
-        return store_hits(self.store, embed(questions), max(self.k, self.vote.k if self.vote else 0))
+        vectors = embed(questions) if vectors is None else vectors
+        return store_hits(self.store, vectors, max(self.k, self.vote.k if self.vote else 0))
 
     def lines(self, hits: list[list[Any]]) -> list[str]:
         def line(hit: Any) -> str:
@@ -270,15 +273,18 @@ class ClassifierScorer:
         """No fixed prompt prefix here (the quantizer asks for one)."""
         return None
 
-    def log_scores(self, questions: list[str], use_cache: bool = True) -> Any:
-        """The head's logits (n, labels): log-probabilities up to a constant per row."""
+    def log_scores(self, questions: list[str], use_cache: bool = True, vectors: Any = None) -> Any:
+        """The head's logits (n, labels): log-probabilities up to a constant per row.
+
+        `vectors` (n, 384): the questions' MiniLM vectors for the store search, when the caller has them."""
         import torch
 
         out = []
         with torch.inference_mode():
             for i in range(0, len(questions), self.batch_size):
                 part = questions[i : i + self.batch_size]
-                hits = self.context.hits(part) if self.context else None
+                part_vectors = None if vectors is None else vectors[i : i + self.batch_size]
+                hits = self.context.hits(part, part_vectors) if self.context else None
                 contexts = self.context.lines(hits) if self.context and hits else [""] * len(part)
                 batch = [classify_text(q, c) for q, c in zip(part, contexts, strict=True)]
                 enc = self.tokenizer(batch, padding=True, return_tensors="pt")
@@ -292,11 +298,11 @@ class ClassifierScorer:
                 out.append(logits)
         return torch.cat(out) if out else torch.empty((0, len(self.labels)))
 
-    def probabilities(self, questions: list[str], use_cache: bool = True) -> Any:
+    def probabilities(self, questions: list[str], use_cache: bool = True, vectors: Any = None) -> Any:
         """Softmax over the label set (n, labels) as a numpy array."""
         import torch
 
-        return torch.softmax(self.log_scores(questions), dim=-1).numpy()
+        return torch.softmax(self.log_scores(questions, vectors=vectors), dim=-1).numpy()
 
 
 Scorer = LabelScorer | ClassifierScorer
@@ -314,7 +320,12 @@ class LLMRouter:
     def route(self, question: str) -> Route:
         return self.route_batch([question])[0]
 
-    def route_batch(self, questions: list[str]) -> list[Route]:
+    def route_vector(self, question: str, vector: Any) -> Route:
+        """`route(question)` reusing the question's MiniLM vector for a store-reading head's search
+        (the app embeds a question once); other modes do not search and ignore it."""
+        return self.route_batch([question], [vector])[0]
+
+    def route_batch(self, questions: list[str], vectors: Any = None) -> list[Route]:
         start = time.perf_counter()
         if self.generate_mode:
             routes = []
@@ -329,7 +340,12 @@ class LLMRouter:
                     Route(cat, self.codes.get(cat or ""), 1.0 if cat else 0.0, scores, self.name, ms, raw_output=text)
                 )
             return routes
-        probs = self.scorer.probabilities(questions, self.use_cache)
+        if isinstance(self.scorer, ClassifierScorer) and vectors is not None:
+            import numpy as np
+
+            probs = self.scorer.probabilities(questions, self.use_cache, np.asarray(vectors))
+        else:
+            probs = self.scorer.probabilities(questions, self.use_cache)
         ms = (time.perf_counter() - start) * 1000 / max(len(questions), 1)
         ids = self.scorer.labels.ids
         return [

@@ -358,6 +358,15 @@ def test_classify_head_reads_the_store_it_was_trained_with(tmp_path: Path, write
     short = load_router("llm", from_env({}, store=store, router_model_dir=out / "adapter", var_dir=VAR), fallback=False)
     (short_lines,) = short.router.scorer.context([question])
     assert short_lines.startswith("pool | ") and short_lines.count(" | ") == 1 and ":" not in short_lines
+    # The app embeds a question once: route_vector searches with the vector it is given.
+    from core.models import embed
+
+    own, other = embed([question, "which filter does the furnace take"])
+    routed = short.router.route(question).scores
+    assert short.router.route_vector(question, own).scores == pytest.approx(routed, abs=1e-5)
+    (moved,) = short.router.scorer.context.lines(short.router.scorer.context.hits([question], other[None]))
+    assert moved.startswith("hvac | ")
+    assert short.router.route_vector(question, other).scores != pytest.approx(routed, abs=1e-5)
     # No store where the settings point (not ingested yet): the head reads the question alone, and routes.
     bare = load_router("llm", from_env({}, store=tmp_path / "none", router_model_dir=out / "adapter", var_dir=VAR))
     assert bare.router.scorer.context([question]) == [""]

@@ -320,7 +320,9 @@ def test_a_rare_question_word_the_note_lacks_is_a_refusal_feature() -> None:
     assert picker.score("What's the pool pH in the spa?", [soil, pool]).question[missing] > 0.0
 
 
-@pytest.mark.parametrize(("name", "size"), [("qa-dev-extra.jsonl", 200), ("qa-dev-extra2.jsonl", 120)])
+@pytest.mark.parametrize(
+    ("name", "size"), [("qa-dev-extra.jsonl", 200), ("qa-dev-extra2.jsonl", 120), ("qa-hard-near-misses.jsonl", 200)]
+)
 def test_supplement_questions_are_valid_and_no_test_question_leaks(name: str, size: int) -> None:
     """A dev-only supplement is fit on: none of its questions may copy a test question (MiniLM cosine),
     and an answerable one's gold notes exist and state its keywords."""

@@ -128,16 +128,16 @@ def main() -> None:
         served = served_rows(settings, labels, args.store, questions)
     for router in heads:
         router.route_batch(questions[:4])
-    singles = timed_interleaved(
-        [vocab.route, fp32.route, cached.route, uncached.route] + [h.route for h in heads], questions
-    )
-    head_rows = [(f"{head_name}, {kind}, single", t) for kind, t in zip(("float32", "int8"), singles[4:], strict=False)]
+    head_routes = [h.route for h in heads]
+    kinds = ["float32", "int8"][: len(heads)]
     if heads and heads[-1].scorer.context is not None:  # as the app serves it: the question's vector is given
         from core.models import embed
 
         vectors = dict(zip(questions, embed(questions), strict=True))
-        given = timed_single(lambda q: heads[-1].route_vector(q, vectors[q]), questions)
-        head_rows.append((f"{head_name}, int8, single, vector given (as served)", given))
+        head_routes.append(lambda q: heads[-1].route_vector(q, vectors[q]))
+        kinds.append("int8, vector given (as served)")
+    singles = timed_interleaved([vocab.route, fp32.route, cached.route, uncached.route, *head_routes], questions)
+    head_rows = [(f"{head_name}, {kind}, single", t) for kind, t in zip(kinds, singles[4:], strict=True)]
     rows = [
         ("embedding, single", timed_single(embedding.route, questions)),
         *served,

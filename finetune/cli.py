@@ -170,6 +170,7 @@ def make_parser() -> argparse.ArgumentParser:
     vote.add_argument("model", type=Path, help="the router folder: RUN/adapter, or the installed models/router-llm")
     vote.add_argument("--store", type=Path, default=None, help="the household's ingested store (default var/store)")
     vote.add_argument("--chroma-url", default=None, help="a Chroma server's store instead")
+    vote.add_argument("--threads", type=int, help="torch CPU threads (1 is faster on a loaded 2-core machine)")
 
     inst = sub.add_parser("install", help="make a run's best adapter the router model (fp16 weights)")
     inst.add_argument("run", type=Path, help="a run folder (runs/<recipe>)")
@@ -439,6 +440,10 @@ def _print_stale_routers(settings: Settings, labels: LabelSet) -> None:
 def run_store_vote(args: argparse.Namespace) -> int:
     from finetune.train import fit_store_vote
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     meta = fit_store_vote(args.model, from_env(store=args.store, chroma_url=args.chroma_url))
     m = meta["metrics"]
     print(

@@ -341,7 +341,11 @@ def test_classify_head_reads_the_store_it_was_trained_with(tmp_path: Path, write
     scorer.context = None  # the same head without the store's lines: its input, so its output, changes
     assert abs(with_notes - scorer.probabilities([question])).max() > 1e-4
     # The store vote, fit on val: three notes' categories lift val's pool/hvac/roof questions over a random head.
-    assert main(["store-vote", str(out / "adapter"), "--store", str(store)]) == 0
+    import torch
+
+    torch.set_num_threads(2)  # training set 1: `--threads` must set it again
+    assert main(["store-vote", str(out / "adapter"), "--store", str(store), "--threads", "1"]) == 0
+    assert torch.get_num_threads() == 1
     meta = json.loads((out / "adapter" / "meta.json").read_text())
     vote = meta["store_vote"]
     assert (

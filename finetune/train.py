@@ -37,6 +37,9 @@ class TrainingData:
     val: list[RoutingExample]
     data_hash: str
     source: str
+    # Examples a store-reading head trains on without store context: a note's paragraph would find
+    # its own note at the top of the search, and the head would learn to copy the top chunk's category.
+    bare: frozenset[str] = frozenset()
 
 
 def load_training_data(recipe: Recipe, settings: Settings) -> TrainingData:
@@ -52,6 +55,7 @@ def load_training_data(recipe: Recipe, settings: Settings) -> TrainingData:
     routing = settings.routing_data_dir
     train_path = Path(recipe.train_file) if recipe.train_file else routing / "train.jsonl"
     val_path = Path(recipe.val_file) if recipe.val_file else routing / "val.jsonl"
+    bare: frozenset[str] = frozenset()
     if recipe.train_file:
         if not recipe.val_file:
             raise HousechatError("--train-file needs --val-file (the best step is picked on it) — add one")
@@ -63,25 +67,26 @@ def load_training_data(recipe: Recipe, settings: Settings) -> TrainingData:
     else:
         if recipe.val_file or recipe.labels_from_data:
             raise HousechatError("--val-file and --labels-from-data go with --train-file — give the training file")
-        labels, train, val, digest, source = household_training_data(recipe, settings)
+        labels, train, val, digest, source, bare = household_training_data(recipe, settings)
     rng = random.Random(recipe.seed)
     if recipe.max_train_examples:
         train = rng.sample(train, min(recipe.max_train_examples, len(train)))
     if recipe.max_val_examples:
         val = rng.sample(val, min(recipe.max_val_examples, len(val)))
-    return TrainingData(labels, train, val, digest, source)
+    return TrainingData(labels, train, val, digest, source, bare)
 
 
 def household_training_data(
     recipe: Recipe, settings: Settings
-) -> tuple[LabelSet, list[RoutingExample], list[RoutingExample], str, str]:
+) -> tuple[LabelSet, list[RoutingExample], list[RoutingExample], str, str, frozenset[str]]:
     """The household's train and val questions, plus (as the recipe asks) the extra questions and the
-    notes' paragraphs, gathered as `python -m finetune embedding` gathers them; labels, hash, source."""
+    notes' paragraphs, gathered as `python -m finetune embedding` gathers them; labels, hash, source,
+    and the paragraphs' texts (`TrainingData.bare`)."""
     from finetune.data import Dropped, household_data, note_examples
 
     dropped = Dropped()
     data = household_data(settings, dropped, extra=recipe.extra_questions)
-    train, digest = data.train + data.extra, data.data_hash
+    train, digest, bare = data.train + data.extra, data.data_hash, frozenset[str]()
     routing = settings.routing_data_dir
     source = f"{routing / 'train.jsonl'} + {routing / 'val.jsonl'}"
     if data.extra:
@@ -89,11 +94,12 @@ def household_training_data(
     if recipe.notes:
         notes, notes_hash = note_examples(settings.notes_dir, data.labels, dropped)
         train += notes
+        bare = frozenset(e.question for e in notes)
         digest = f"{digest}+notes:{notes_hash}"
         source += f" + {len(notes)} note paragraphs from {settings.notes_dir}"
     if dropped.counts:
         print(dropped.message(data.labels), file=sys.stderr)
-    return data.labels, train, data.val, digest, source
+    return data.labels, train, data.val, digest, source, bare
 
 
 def single_token_for(base: str, var_dir: Path) -> Callable[[str], bool]:
@@ -255,7 +261,7 @@ def train(recipe: Recipe, settings: Settings) -> dict[str, Any]:
         rows = rows_for(data.train, tokenizer, data.labels, recipe.label_format)
         history, _, _ = unsloth_engine.train(recipe, rows, validate, save_best, out_dir)
     elif recipe.mode == "classify":
-        examples = classify_rows(data.train, data.labels, context)
+        examples = classify_rows(data.train, data.labels, context, data.bare)
         history = trl_engine.train_classifier(recipe, model, tokenizer, examples, validate, save_best, out_dir)
     else:
         rows = rows_for(data.train, tokenizer, data.labels, recipe.label_format)
@@ -278,15 +284,25 @@ def train(recipe: Recipe, settings: Settings) -> dict[str, Any]:
 
 
 def classify_rows(
-    examples: list[RoutingExample], labels: LabelSet, context: Callable[[list[str]], list[str]] | None = None
+    examples: list[RoutingExample],
+    labels: LabelSet,
+    context: Callable[[list[str]], list[str]] | None = None,
+    bare: frozenset[str] = frozenset(),
 ) -> list[tuple[str, int]]:
-    """(the head's input text, the label's index) per example: the text inference reads too."""
+    """(the head's input text, the label's index) per example: the text inference reads too.
+
+    With a `context`, each example reads its store context, except the texts in `bare` (the notes'
+    paragraphs), which read none."""
     from router.llm import classify_text
 
     questions = [e.question for e in examples]
     contexts = [""] * len(questions)
     if context is not None:
-        contexts = [c for i in range(0, len(questions), 256) for c in context(questions[i : i + 256])]
+        asked = [q for q in questions if q not in bare]
+        found = dict(
+            zip(asked, (c for i in range(0, len(asked), 256) for c in context(asked[i : i + 256])), strict=True)
+        )
+        contexts = [found.get(q, "") for q in questions]
     return [
         (classify_text(q, c), labels.ids.index(e.category))
         for q, c, e in zip(questions, contexts, examples, strict=True)

@@ -377,6 +377,36 @@ def test_classify_head_reads_the_store_it_was_trained_with(tmp_path: Path, write
     assert bare.router.route(question).category in load_categories(ROOT / "data" / "categories.yaml").ids
 
 
+def test_note_paragraphs_train_a_store_reading_head_without_context(tmp_path: Path) -> None:
+    """A note's paragraph would find its own note at the top of the store search: it trains bare."""
+    from core.schemas import RoutingExample
+    from finetune.train import classify_rows, load_training_data
+    from router.llm import classify_text
+
+    labels = load_categories(ROOT / "data" / "categories.yaml")
+    examples = [RoutingExample("pump seal leaking", "pool"), RoutingExample("Pool pump. Replaced the seal.", "pool")]
+    asked: list[str] = []
+
+    def context(questions: list[str]) -> list[str]:
+        asked.extend(questions)
+        return ["pool | hvac"] * len(questions)
+
+    rows = classify_rows(examples, labels, context, frozenset({"Pool pump. Replaced the seal."}))
+    pool = labels.ids.index("pool")
+    assert rows == [
+        (classify_text("pump seal leaking", "pool | hvac"), pool),
+        (classify_text("Pool pump. Replaced the seal."), pool),
+    ]
+    assert asked == ["pump seal leaking"]  # the paragraph is never searched
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("base_model: tiny:qwen3\nmode: classify\nnotes: true\nstore_context: 3\n")
+    data = load_training_data(load_recipe(recipe), from_env({}, var_dir=VAR))
+    recipe.write_text("base_model: tiny:qwen3\nmode: classify\nnotes: false\nstore_context: 3\n")
+    questions = load_training_data(load_recipe(recipe), from_env({}, var_dir=VAR))
+    assert len(data.bare) > 1000 and not questions.bare  # the paragraphs, and only with `notes: true`
+    assert [e for e in data.train if e.question not in data.bare] == questions.train
+
+
 def test_store_context_needs_the_classify_mode(tmp_path: Path) -> None:
     bad = tmp_path / "r.yaml"
     bad.write_text("base_model: tiny:qwen3\nstore_context: 3\n")

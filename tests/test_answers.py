@@ -3,6 +3,7 @@ and the real MiniLM; the UI's escaping of note text."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -405,3 +406,34 @@ def test_the_fit_reports_what_each_refusal_feature_adds() -> None:
     assert [line.split()[1] for line in lines[table + 1 : table + 1 + len(QUESTION_FEATURES)]] == list(
         QUESTION_FEATURES
     )
+
+
+def test_reader_probe_pairs_keep_the_top_and_the_right_sentences(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from benchmarks.reader_probe import held_out, pair_text, pairs, write_pairs
+
+    def sentence(text: str, heading: str = "") -> SimpleNamespace:
+        return SimpleNamespace(text=text, heading=heading, chunk=SimpleNamespace(title="Water heater flush"))
+
+    texts = ["Flushed on 2024-10-12.", "Corey did it.", "Tank is 50 gal.", "Anode checked.", "Valve replaced."]
+    item = SimpleNamespace(question="When was the water heater flushed?")
+    scored = SimpleNamespace(sentences=[sentence(t, "Service" if i == 1 else "") for i, t in enumerate(texts)])
+    scored.scores = np.array([0.1, 0.9, 0.8, 0.2, 0.7])
+    case = SimpleNamespace(item=item, scored=scored, labels=np.array([1.0, 0, 0, 0, 0]))
+    got = pairs([case, case], top=2)  # both arms: the same pairs once
+    # The two best (1, 2) and the right one (0), though it scores low; the heading goes under the title.
+    assert got == {
+        pair_text(item.question, scored.sentences[0]): 1.0,
+        pair_text(item.question, scored.sentences[1]): 0.0,
+        pair_text(item.question, scored.sentences[2]): 0.0,
+    }
+    assert "Note: Water heater flush — Service: Corey did it." in pair_text(item.question, scored.sentences[1])
+    lines, positive = write_pairs(tmp_path / "train.jsonl", got, repeat=3)
+    rows = [json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()]
+    assert (lines, positive, len(rows)) == (5, 1, 5)
+    assert [r["category"] for r in rows].count("yes") == 3
+    assert held_out(item.question) == held_out(item.question)
+    assert 0.05 < sum(held_out(f"question {i}") for i in range(1000)) / 1000 < 0.25

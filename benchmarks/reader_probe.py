@@ -171,6 +171,15 @@ def run_score(args: argparse.Namespace) -> int:
     import numpy as np
     from sklearn.metrics import roc_auc_score
 
+    from core.errors import HousechatError
+
+    for needed in (args.dir / "val.jsonl", args.dir / "cases.pkl"):
+        if not needed.exists():
+            raise HousechatError(
+                f"{needed} is missing — run `python -m benchmarks.reader_probe pairs --out {args.dir}` first"
+            )
+    if not (args.model / "meta.json").exists():
+        raise HousechatError(f"{args.model} has no trained adapter (meta.json) — train it with the command in --help")
     reader = Reader(args.model, args.threads)
     val = [json.loads(line) for line in (args.dir / "val.jsonl").open()]
     unique = {row["question"]: row["category"] == "yes" for row in val}
@@ -188,6 +197,8 @@ def run_score(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from core.cli import positive_int, run
+
     parser = argparse.ArgumentParser(prog="python -m benchmarks.reader_probe", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     make = sub.add_parser(
@@ -195,14 +206,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     make.add_argument("--store", type=Path, required=True, help="a store of data/notes (python -m ingest --store S)")
     make.add_argument("--out", type=Path, required=True)
-    make.add_argument("--top", type=int, default=TOP, help="sentences per question, best first (default %(default)s)")
-    make.add_argument("--repeat", type=int, default=REPEAT, help="copies of each 'yes' line (default %(default)s)")
+    make.add_argument(
+        "--top", type=positive_int, default=TOP, help="sentences per question, best first (default %(default)s)"
+    )
+    make.add_argument(
+        "--repeat", type=positive_int, default=REPEAT, help="copies of each 'yes' line (default %(default)s)"
+    )
     score = sub.add_parser("score", help="the reader's AUC on held-out pairs and for refusals on the dev half")
     score.add_argument("dir", type=Path, help="the --out folder of `pairs`")
     score.add_argument("--model", type=Path, required=True, help="the trained adapter (DIR/run/adapter)")
-    score.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args(argv)
-    return run_pairs(args) if args.command == "pairs" else run_score(args)
+    score.add_argument("--threads", type=positive_int, default=2, help="torch CPU threads (default %(default)s)")
+    return run(parser, lambda args: run_pairs(args) if args.command == "pairs" else run_score(args), argv)
 
 
 if __name__ == "__main__":

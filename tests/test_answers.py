@@ -437,3 +437,10 @@ def test_reader_probe_pairs_keep_the_top_and_the_right_sentences(tmp_path: Path)
     assert [r["category"] for r in rows].count("yes") == 3
     assert held_out(item.question) == held_out(item.question)
     assert 0.05 < sum(held_out(f"question {i}") for i in range(1000)) / 1000 < 0.25
+
+
+def test_reader_probe_score_says_to_run_pairs_first(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.reader_probe import main
+
+    assert main(["score", str(tmp_path), "--model", str(tmp_path / "run" / "adapter")]) == 1
+    assert f"reader_probe pairs --out {tmp_path}` first" in capsys.readouterr().err

@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         "pairs", help="retrieve dev + supplements, write DIR/train.jsonl, DIR/val.jsonl, DIR/cases.pkl"
     )
     make.add_argument("--store", type=Path, required=True, help="a store of data/notes (python -m ingest --store S)")
-    make.add_argument("--out", type=Path, required=True)
+    make.add_argument("--out", type=Path, required=True, help="the folder it writes (made if missing)")
     make.add_argument(
         "--top", type=positive_int, default=TOP, help="sentences per question, best first (default %(default)s)"
     )

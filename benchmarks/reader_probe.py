@@ -106,38 +106,27 @@ def run_pairs(args: argparse.Namespace) -> int:
 
 
 class Reader:
-    """A trained classifier adapter that scores pair texts: P("yes")."""
+    """A trained classifier adapter that scores pair texts: P("yes") (the llm router's `ClassifierScorer`)."""
 
     def __init__(self, model_dir: Path, threads: int) -> None:
         import torch
 
+        from core.categories import label_set_from_ids
         from core.settings import from_env
-        from router.llm import load_adapted_classifier
+        from router.llm import ClassifierScorer, load_adapted_classifier
 
         torch.set_num_threads(threads)
-        meta = json.loads((model_dir / "meta.json").read_text())
-        self.yes = [c["id"] for c in meta["categories"]].index("yes")
-        self.model, self.tokenizer = load_adapted_classifier(model_dir, READER, from_env({}).var_dir, 2)
+        ids = [c["id"] for c in json.loads((model_dir / "meta.json").read_text())["categories"]]
+        labels = label_set_from_ids(ids)
+        self.yes = labels.ids.index("yes")
+        model, tokenizer = load_adapted_classifier(model_dir, READER, from_env({}).var_dir, len(labels))
+        self.scorer = ClassifierScorer(model, tokenizer, labels, batch_size=16)
         self.cache: dict[str, float] = {}
 
     def __call__(self, texts: list[str]) -> list[float]:
-        import torch
-
-        from router.llm import classify_text
-
         todo = sorted({t for t in texts if t not in self.cache})
-        with torch.inference_mode():
-            for j in range(0, len(todo), 16):
-                batch = todo[j : j + 16]
-                enc = self.tokenizer(
-                    [classify_text(t) for t in batch],
-                    return_tensors="pt",
-                    padding=True,
-                    truncation=True,
-                    max_length=128,
-                )
-                p = torch.softmax(self.model(**enc).logits.float(), -1)[:, self.yes]
-                self.cache.update(zip(batch, p.tolist(), strict=True))
+        if todo:
+            self.cache.update(zip(todo, self.scorer.probabilities(todo)[:, self.yes].tolist(), strict=True))
         return [self.cache[t] for t in texts]
 
 

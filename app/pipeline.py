@@ -318,7 +318,16 @@ def plan_and_retrieve(
 ) -> tuple[RetrievalPlan, Retrieval]:
     """Retrieval for a routed query: the policy plans a hard, soft or no filter for the route's band."""
     plan = policy.plan(route)
-    found = retrieve(store, query, k, plan.where, hybrid=hybrid, boost=plan.boost, query_vector=query_vector)
+    found = retrieve(
+        store,
+        query,
+        k,
+        plan.where,
+        hybrid=hybrid,
+        boost=plan.boost,
+        query_vector=query_vector,
+        open_notes=plan.open_notes,
+    )
     return plan, found
 
 

@@ -55,6 +55,12 @@ def make_parser() -> argparse.ArgumentParser:
         default="",
         help="more soft-filter boosts to score beside the router's own, comma-separated (e.g. 0.35,0.5)",
     )
+    parser.add_argument(
+        "--open-notes",
+        default="",
+        help="more soft-filter settings of how many first notes may come from any category, comma-separated "
+        "(e.g. 0 for every place, the filter before router.policy.SOFT_OPEN_NOTES)",
+    )
     parser.add_argument("--work", type=Path, help="store and embedding cache folder (default var/growth)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
     return parser
@@ -69,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     backend = args.backend or base.router_backend
     sizes = sorted(int(s) for s in args.sizes.split(","))
     boosts = [float(b) for b in args.boosts.split(",") if b.strip()]
+    opens = [int(n) for n in args.open_notes.split(",") if n.strip()]
     labels = load_categories(settings.categories_file)
     items, errors = read_qa(settings.qa_file, known=set(labels.ids))
     if errors:
@@ -93,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         routes = loaded.router.route_batch([item.question for item in items])  # adapts to the store first
         route_s = time.perf_counter() - start
-        row = _score(store, items, routes, loaded.policy, args.k, hybrid, boosts)
+        row = _score(store, items, routes, loaded.policy, args.k, hybrid, boosts, opens)
         row.update(distractors=size, chunks=store.counts()[1], note_chunks=note_chunks, route_s=round(route_s, 1))
         rows.append(row)
         print(_row_line(row), file=sys.stderr)
@@ -103,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         "backend": backend,
         "hybrid": hybrid,
         "boost": loaded.policy.boost,
+        "open_notes": loaded.policy.open_notes,
         "k": args.k,
         "split": args.split,
         "n": len(items),
@@ -193,11 +201,15 @@ def _score(
     k: int,
     hybrid: bool,
     boosts: Sequence[float] = (),
+    opens: Sequence[int] = (),
 ) -> dict[str, Any]:
     """hit@3, category precision, routing accuracy and on − off per arm at the store's current size.
 
-    Each of `boosts` adds a soft arm "soft <boost>" beside the policy's own."""
-    arms = [*ARMS, *(f"soft {b:g}" for b in boosts)]
+    Each of `boosts` adds a soft arm "soft boost <b>", each of `opens` a soft arm "soft open <n>"
+    (that many first notes from any category), beside the policy's own."""
+    variants = {f"soft boost {b:g}": policy.with_mode("soft", boost=b) for b in boosts}
+    variants |= {f"soft open {n}": policy.with_mode("soft", open_notes=n) for n in opens}
+    arms = [*ARMS, *variants]
     hits: dict[str, list[float]] = {arm: [] for arm in arms}
     precision: dict[str, list[float]] = {arm: [] for arm in arms}
     widened = 0
@@ -206,10 +218,9 @@ def _score(
             if arm == "off":
                 found = retrieve(store, item.question, k, hybrid=hybrid)
             else:
-                mode, _, boost = arm.partition(" ")
-                plan = policy.with_mode(mode, float(boost) if boost else None).plan(route)
+                plan = (variants[arm] if arm in variants else policy.with_mode(arm)).plan(route)
                 found = retrieve(store, item.question, k, plan.where if plan.mode != "none" else None,
-                                 hybrid=hybrid, boost=plan.boost)  # fmt: skip
+                                 hybrid=hybrid, boost=plan.boost, open_notes=plan.open_notes)  # fmt: skip
                 widened += arm == "hard" and found.widened
             in_gold = [c.category == item.category for c in found.chunks]
             precision[arm].append(sum(in_gold) / len(in_gold) if in_gold else 0.0)
@@ -239,7 +250,7 @@ def _row_line(row: dict[str, Any]) -> str:
 def markdown(result: dict[str, Any]) -> str:
     lines = [
         f"`{result['command']}` — router `{result['backend']}`, hybrid {'on' if result['hybrid'] else 'off'}, "
-        f"soft boost {result.get('boost')}, "
+        f"soft boost {result.get('boost')}, soft open notes {result.get('open_notes')}, "
         f"k = {result['k']}, QA {result['split']} half ({result['n']} questions, {result['answerable']} answerable), "
         f"load average at the end {' / '.join(str(x) for x in result['load_average'])}",
         "",
@@ -263,15 +274,15 @@ def markdown(result: dict[str, Any]) -> str:
     if extra:
         lines += [
             "",
-            "The soft filter at other boosts:",
+            "The soft filter at other settings:",
             "",
-            "| distractors | boost | hit@3 | − off (95% CI) | cat. prec. |",
+            "| distractors | soft filter | hit@3 | − off (95% CI) | cat. prec. |",
             "|---|---|---|---|---|",
         ]
         for row, arm in extra:
             d, got = row["on_minus_off"][arm], row["arms"][arm]
             lines.append(
-                f"| {row['distractors']:,} | {arm.split()[1]} | {got['hit_at_3']:.3f} | "
+                f"| {row['distractors']:,} | {arm.removeprefix('soft ')} | {got['hit_at_3']:.3f} | "
                 f"{d['mean']:+.3f} ({d['lo']:+.3f} … {d['hi']:+.3f}) | {got['category_precision']:.3f} |"
             )
     return "\n".join(lines) + "\n"

@@ -13,7 +13,10 @@ candidates of an unfiltered and a filtered search are ranked together with each 
 raised by `boost[its category]` (the router's probability times a weight, see
 `router.policy.FilterPolicy.plan`). A confident right route then lifts its category's chunks over
 look-alikes from other categories, while a wrong or unsure one costs only a little: a chunk from
-another category that matches much better still wins. Nothing needs widening.
+another category that matches much better still wins. Nothing needs widening. With `open_notes`
+N, only the chunks of the first N notes of that ranking may come from any category; the rest of
+the k places are kept for the routed categories (`where`), so a small household's category that
+has fewer than k matching chunks is not padded out with other categories' look-alikes.
 """
 
 from __future__ import annotations
@@ -100,22 +103,37 @@ def retrieve(
     hybrid: bool = False,
     boost: Mapping[str, float] | None = None,
     query_vector: Any = None,
+    open_notes: int | None = None,
 ) -> Retrieval:
     """The top-k chunks for `question` within `where`, widened to no filter when that finds too little.
 
     With `boost` (category -> score bonus) the filter is soft: chunks inside and outside `where`
-    compete, in-category ones raised by their bonus (module doc). `query_vector` is the question's
+    compete, in-category ones raised by their bonus (module doc); `open_notes` then keeps the places
+    after the first that many notes for `where`'s categories. `query_vector` is the question's
     embedding when the caller has it already (the app embeds a question once for the router,
     retrieval and the answerer).
     """
     where = normalize_where(where)
     query = [float(x) for x in (store.embed([question])[0] if query_vector is None else query_vector)]
     if boost is not None:
-        return Retrieval(_soft_search(store, question, query, k, where, hybrid, boost), where, hybrid=hybrid, soft=True)
+        chunks = _soft_search(store, question, query, k, where, hybrid, boost)
+        return Retrieval(_on_topic_tail(chunks, where, open_notes), where, hybrid=hybrid, soft=True)
     chunks = _search(store, question, query, k, where, hybrid)
     if where is not None and _too_weak(chunks, min(min_hits, k), min_score):
         return Retrieval(_search(store, question, query, k, None, hybrid), where, widened=True, hybrid=hybrid)
     return Retrieval(chunks, where, widened=False, hybrid=hybrid)
+
+
+def _on_topic_tail(
+    chunks: list[RetrievedChunk], where: dict[str, Any] | None, open_notes: int | None
+) -> list[RetrievedChunk]:
+    """`chunks` without the ones from other categories than `where`'s after the first `open_notes` notes."""
+    if not open_notes or where is None:
+        return chunks
+    value = where["category"]
+    allowed = {value} if isinstance(value, str) else set(value["$in"])
+    first = list(dict.fromkeys(c.note_id for c in chunks))[:open_notes]
+    return [c for c in chunks if c.note_id in first or c.category in allowed]
 
 
 def _too_weak(chunks: list[RetrievedChunk], min_hits: int, min_score: float) -> bool:

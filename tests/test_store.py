@@ -322,6 +322,31 @@ def test_soft_filter_reranks_without_excluding(house_store: NoteStore) -> None:
     assert [c.category for c in pushed.chunks] == ["hvac", "pool", "pool"]
 
 
+def test_soft_filter_keeps_the_places_after_its_open_notes_for_the_route(house_store: NoteStore) -> None:
+    question = "when was the tank flushed"
+    soft = retrieve(house_store, question, k=5, where={"category": "hvac"}, boost={"hvac": 0.05})
+    assert soft.note_ids[0] == "water_heater-flush-2024" and len({c.category for c in soft.chunks}) > 2
+    # One open note: the better-matching water heater note keeps first place; the places after it
+    # hold only hvac chunks, so fewer than k come back when hvac has fewer left to give.
+    tail = retrieve(house_store, question, k=5, where={"category": "hvac"}, boost={"hvac": 0.05}, open_notes=1)
+    assert tail.note_ids[0] == "water_heater-flush-2024" and tail.soft
+    assert {c.category for c in tail.chunks[1:]} == {"hvac"}
+    assert [c.id for c in tail.chunks] == [
+        c.id for c in soft.chunks if c.note_id == tail.note_ids[0] or c.category == "hvac"
+    ]
+    # Every place open (0), or as many open notes as found: the soft filter as it was.
+    for open_notes in (0, 5):
+        same = retrieve(
+            house_store, question, k=5, where={"category": "hvac"}, boost={"hvac": 0.05}, open_notes=open_notes
+        )
+        assert [c.id for c in same.chunks] == [c.id for c in soft.chunks]
+    # A pair route keeps both categories in the tail.
+    pair = retrieve(
+        house_store, question, k=5, where={"category": {"$in": ["hvac", "pool"]}}, boost={"hvac": 0.05}, open_notes=1
+    )
+    assert {c.category for c in pair.chunks[1:]} <= {"hvac", "pool"}
+
+
 def test_hybrid_search_fuses_keyword_hits(house_store: NoteStore) -> None:
     result = retrieve(house_store, "TW1408-22913", k=3, hybrid=True)
     assert result.hybrid and result.chunks[0].note_id == "hvac-furnace-overview"

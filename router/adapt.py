@@ -3,8 +3,11 @@
 The committed head learned the routing questions (fixed) and one household's notes. A store that
 holds other notes (another family, or this one after edits) gets its own *adapted* head: the same
 questions plus the store's chunks, featurised from the vectors already stored (no second embedding
-pass, so it works against a Chroma server too), refit in seconds with the base head's n-gram weight
-and C. Adapted heads live in `var/router-adapted/<store key>/`, one per store, so one household's
+pass over the chunks, so it works against a Chroma server too), plus the household's *names* as
+short examples — a vendor, person, product or model number written capitalised in the chunks and
+never in lower case, labelled with the category that holds most of its mentions ("Ferraby" →
+flooring), so that "is Ferraby still doing repairs?" routes like the notes that name him; only
+these few hundred words are embedded. Refit in seconds with the base head's n-gram weight and C. Adapted heads live in `var/router-adapted/<store key>/`, one per store, so one household's
 knowledge never leaks into another's. `AdaptingRouter` checks the store's generation on every
 question (cheap) and swaps heads when an ingest changed it, so a running UI picks it up.
 """
@@ -12,6 +15,7 @@ question (cheap) and swaps heads when an ingest changed it, so a running UI pick
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +33,8 @@ from router.meta import read_meta, write_meta
 if TYPE_CHECKING:
     from core.store import NoteStore
 
+# Bumped when adaptation learns differently: heads adapted by an older version are refit.
+ADAPT_VERSION = 2  # 2: the household's names as examples
 QUESTIONS_FILE = "questions.npz"  # the fixed part: question texts, labels and MiniLM vectors (fp16)
 # An adapted head knows a new household's notes from a few hundred chunks against thousands of
 # questions about the first household, so the store vote carries more of the weight there. Picked
@@ -36,6 +42,35 @@ QUESTIONS_FILE = "questions.npz"  # the fixed part: question texts, labels and M
 # of the plateau of best weights (with the top-3, score**4 vote only 1.2 reaches 94.2%); its QA
 # questions are the test (docs/results/routing.md, "A new household").
 ADAPTED_VOTE_WEIGHT = 1.2
+# A name becomes an example of the category holding at least this share of the chunks that mention
+# it. Picked on dev questions of two households the committed head never saw (the routing.jsonl
+# files of data/households/vossberg and adeyemi-holm, and the dev half of adeyemi-holm's qa.jsonl:
+# 268 of 310 right without names, 284 at 0.5, 283 at 0.6, 281 at 0.8; docs/results/routing.md).
+NAME_SHARE = 0.5
+_NAME = re.compile(r"\b[A-Z][\w'’]*(?:-[A-Z0-9]\w*)*\b|\b[A-Z]{1,5}-?\d[\w-]*\b")
+_WORD = re.compile(r"\b\w[\w'-]*\b")
+
+
+def name_examples(texts: list[str], categories: list[str], share: float = NAME_SHARE) -> list[tuple[str, str]]:
+    """(name, category) for each capitalised word or model number of `texts` that is never written in
+    lower case there (so not a sentence's first common word) and whose mentions mostly (`share`) fall in
+    one category's chunks; months, weekdays and the family's own names spread out and drop away."""
+    from collections import Counter, defaultdict
+
+    lower: set[str] = set()
+    mentions: dict[str, Counter[str]] = defaultdict(Counter)
+    for text, category in zip(texts, categories, strict=True):
+        lower.update(w.lower() for w in _WORD.findall(text) if w[0].islower())
+        for name in set(_NAME.findall(text)):
+            mentions[name][category] += 1
+    out = []
+    for name, counts in mentions.items():
+        if len(name) < 3 or name.lower() in lower:
+            continue
+        category, n = counts.most_common(1)[0]
+        if n >= share * sum(counts.values()):
+            out.append((name, category))
+    return sorted(out)
 
 
 def store_fingerprint(store: NoteStore, hashes: dict[str, str] | None = None) -> str:
@@ -78,25 +113,30 @@ def adapt(base_dir: Path, store: NoteStore, labels: LabelSet, out_dir: Path) -> 
     keep = [i for i, m in enumerate(metas) if str(m.get("category")) in index]
     c_text = [texts[i] for i in keep]
     c_y = np.array([index[str(metas[i]["category"])] for i in keep], dtype=int)
+    names = name_examples(c_text, [labels.ids[i] for i in c_y])
     weight, c = float(base.get("char_weight", 0.0)), float(base.get("C", 4.0))
     word_weight = float(base.get("word_weight", 0.0))
-    x = np.vstack([saved["vectors"].astype(np.float32), vectors[keep].reshape(len(keep), -1)])
-    texts_all = q_text + c_text
-    chars = char_vectorizer().fit(texts_all) if weight else None
-    words = word_vectorizer().fit(texts_all) if word_weight else None
+    parts = [saved["vectors"].astype(np.float32), vectors[keep].reshape(len(keep), -1)]
+    if names:
+        parts.append(np.asarray(store.embed([n for n, _ in names]), dtype=np.float32).reshape(len(names), -1))
+    x = np.vstack(parts)
+    texts_all = q_text + c_text + [n for n, _ in names]
+    chars = char_vectorizer() if weight else None
+    words = word_vectorizer() if word_weight else None
     features = blocks(
         x,
         [
-            (weight, chars.transform(texts_all) if chars else None),
-            (word_weight, words.transform(texts_all) if words else None),
+            (weight, chars.fit_transform(texts_all) if chars else None),  # one pass: fit and transform
+            (word_weight, words.fit_transform(texts_all) if words else None),
         ],
     )
-    y = np.concatenate([q_y, c_y])
+    y = np.concatenate([q_y, c_y, np.array([index[category] for _, category in names], dtype=int)])
     clf = LogisticRegression(C=c, max_iter=3000).fit(features, y)
     save_head(out_dir, clf, labels, chars, words)
     meta = {
         **{k: v for k, v in base.items() if k not in ("metrics", "created", "store")},
         "vote_weight": ADAPTED_VOTE_WEIGHT,
+        "adapt_version": ADAPT_VERSION,
         "adapted_from": {"dir": str(base_dir), "data_hash": base.get("data_hash"), "created": base.get("created")},
         "store": {
             "location": store.location,
@@ -108,6 +148,7 @@ def adapt(base_dir: Path, store: NoteStore, labels: LabelSet, out_dir: Path) -> 
         "metrics": {
             "n_questions": len(q_text),
             "n_chunks": len(keep),
+            "n_names": len(names),
             "refit_s": round(time.perf_counter() - start, 2),
         },
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -128,7 +169,8 @@ def current_head(settings: Settings, store: NoteStore) -> Path | None:
     if (out / "meta.json").exists():
         meta = read_meta(out)
         same_base = (meta.get("adapted_from") or {}).get("created") == base.get("created")
-        if same_base and (meta.get("store") or {}).get("fingerprint") == fingerprint:
+        same_store = (meta.get("store") or {}).get("fingerprint") == fingerprint
+        if same_base and same_store and meta.get("adapt_version") == ADAPT_VERSION:
             return out
     if not (Path(base_dir) / QUESTIONS_FILE).exists():
         return base_dir  # an older head without its questions: the vote alone follows the store

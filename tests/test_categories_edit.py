@@ -183,7 +183,7 @@ def _adapted_head_of_old_categories(settings) -> None:
     import shutil
 
     from core.store import open_store
-    from router.adapt import adapted_dir, store_fingerprint
+    from router.adapt import ADAPT_VERSION, adapted_dir, store_fingerprint
     from router.meta import label_meta, read_meta, write_meta
 
     committed = ROOT / "models" / "router-embedding"
@@ -195,7 +195,12 @@ def _adapted_head_of_old_categories(settings) -> None:
     store = open_store(settings, create=True)
     write_meta(
         adapted,
-        {**meta, "adapted_from": {"created": meta["created"]}, "store": {"fingerprint": store_fingerprint(store)}},
+        {
+            **meta,
+            "adapted_from": {"created": meta["created"]},
+            "adapt_version": ADAPT_VERSION,
+            "store": {"fingerprint": store_fingerprint(store)},
+        },
     )
 
 

@@ -436,3 +436,33 @@ def test_eval_answers_runs_the_app_pipeline_and_keeps_records(tmp_path, monkeypa
     assert direct.text == first["answer"] and [s.note_id for s in direct.sources] == first["sources"]
     report = (next((tmp_path / "rep").iterdir()) / "report.md").read_text()
     assert "unsupported rate" in report and "answer " in report
+
+
+@pytest.mark.parametrize("household", sorted(p.name for p in (ROOT / "data" / "households").iterdir() if p.is_dir()))
+def test_household_data_is_consistent(household: str) -> None:
+    """Every household's notes read clean; each QA answer is in its gold notes; the split is the recomputed one."""
+    from collections import Counter
+
+    from core.categories import load_categories
+    from core.notes import read_notes
+    from core.schemas import read_qa, read_routing_examples
+    from eval.metrics import keyword_pattern
+    from eval.qa_split import assign_splits
+
+    root = ROOT / "data" / "households" / household
+    labels = load_categories(ROOT / "data" / "categories.yaml")
+    corpus = read_notes([root / "notes"], labels, root)
+    assert not corpus.errors and len(corpus.notes) >= 80
+    notes = {n.note.id: n.note for n in corpus.notes}
+    assert len({n.category for n in notes.values()}) == len(labels)
+    items, errors = read_qa(root / "qa.jsonl", known=set(labels.ids))
+    assert not errors and len(items) >= 80 and sum(not i.answerable for i in items) >= 12
+    for item in items:
+        assert item.answerable == bool(item.gold_note_ids) == bool(item.keywords), item.question
+        text = "\n".join(f"{notes[g].title}\n{notes[g].body}" for g in item.gold_note_ids)
+        assert all(keyword_pattern(k).search(text) for k in item.keywords), item.question
+    rows = [json.loads(line) for line in (root / "qa.jsonl").read_text(encoding="utf-8").splitlines()]
+    if any("split" in r for r in rows):
+        assert [r["split"] for r in rows] == assign_splits(rows)
+    routing, errors = read_routing_examples(root / "routing.jsonl", set(labels.ids))
+    assert not errors and min(Counter(e.category for e in routing).values()) >= 6

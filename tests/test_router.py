@@ -440,6 +440,7 @@ def test_store_vote_learns_a_new_households_vendor_after_ingest(embedding_dir, l
 
     adapted = json.loads((adapted_dir(settings) / "meta.json").read_text())
     assert adapted["store"]["notes"] == 3 and adapted["store"]["chunks"] == 3
+    assert adapted["metrics"]["n_names"] >= 2  # "Quillmoor" and "Brothers" (roof), learned as short examples
     assert router.describe() == "adapted to this store (3 notes), current"
     other = from_env(store=tmp_path / "other-store", embedding_router_dir=model)
     assert adapted_dir(other) != adapted_dir(settings)  # store B never reads store A's head
@@ -499,3 +500,22 @@ def test_question_vote_favours_the_nearest_training_questions_category(labels, t
     votes = question_vote(tmp_path, asked, labels, k=2, power=1.0)
     assert votes.shape == (2, len(labels)) and np.allclose(votes.sum(axis=1), 1.0)
     assert votes[0].argmax() == pool and votes[1].argmax() == roof
+
+
+def test_name_examples_keep_a_households_names_and_drop_common_and_spread_words() -> None:
+    from router.adapt import name_examples
+
+    texts = [
+        "Ferraby sanded the oak. The floor is done.",
+        "Ferraby came back to oil it; the NQ-45 dishwasher leaked onto it.",
+        "Nkechi paid the pool man. the pump runs at night",
+        "Nkechi booked the roofer",
+        "Model NQ-45 drains slowly",
+    ]
+    categories = ["flooring", "flooring", "pool", "roof", "appliances"]
+    names = dict(name_examples(texts, categories))
+    assert names["Ferraby"] == "flooring"  # both mentions in flooring chunks
+    assert "The" not in names and "Model" in names  # "the" is written in lower case too; "model" never is
+    assert names["NQ-45"] in ("flooring", "appliances")  # a model number: one mention each, a tie at 0.5
+    assert "NQ-45" not in dict(name_examples(texts, categories, share=0.6))  # spread: no clear category
+    assert "Nkechi" not in dict(name_examples(texts, categories, share=0.6))  # the family's own names spread out

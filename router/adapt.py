@@ -7,7 +7,8 @@ pass over the chunks, so it works against a Chroma server too), plus the househo
 short examples — a vendor, person, product or model number written capitalised in the chunks and
 never in lower case, labelled with the category that holds most of its mentions ("Ferraby" →
 flooring), so that "is Ferraby still doing repairs?" routes like the notes that name him; only
-these few hundred words are embedded. Refit in seconds with the base head's n-gram weight and C. Adapted heads live in `var/router-adapted/<store key>/`, one per store, so one household's
+these few hundred words are embedded. Refit in seconds with the base head's n-gram weight and C.
+Adapted heads live in `var/router-adapted/<store key>/`, one per store, so one household's
 knowledge never leaks into another's. `AdaptingRouter` checks the store's generation on every
 question (cheap) and swaps heads when an ingest changed it, so a running UI picks it up.
 """

@@ -246,7 +246,9 @@ class AdaptingRouter:
             return "the store changed: adapts on the next question"
         if head == self.settings.embedding_router_dir:
             return "committed head, current for this store"
-        return f"adapted to this store ({read_meta(head)['store']['notes']} notes), current"
+        meta = read_meta(head)
+        names = meta["metrics"].get("n_names", 0)
+        return f"adapted to this store ({meta['store']['notes']} notes, {names} names), current"
 
     def route(self, question: str) -> Route:
         return self.current().route(question)
@@ -288,7 +290,10 @@ def status(settings: Settings) -> dict[str, Any]:
         report["router"] = f"base head {router.head_dir}" + (" (learned these notes)" if learned else "")
     else:
         meta = read_meta(router.head_dir)
-        report["router"] = f"adapted head {router.head_dir} (refit in {meta['metrics']['refit_s']} s)"
+        metrics = meta["metrics"]
+        report["router"] = (
+            f"adapted head {router.head_dir} (refit in {metrics['refit_s']} s, {metrics.get('n_names', 0)} names learned)"
+        )
     inner = router.inner
     report["vote"] = (
         f"top-{inner.vote_k} chunks, score^{inner.vote_power:g}, weight {inner.vote_weight:g}"

@@ -441,7 +441,7 @@ def test_store_vote_learns_a_new_households_vendor_after_ingest(embedding_dir, l
     adapted = json.loads((adapted_dir(settings) / "meta.json").read_text())
     assert adapted["store"]["notes"] == 3 and adapted["store"]["chunks"] == 3
     assert adapted["metrics"]["n_names"] >= 2  # "Quillmoor" and "Brothers" (roof), learned as short examples
-    assert router.describe() == "adapted to this store (3 notes), current"
+    assert router.describe() == f"adapted to this store (3 notes, {adapted['metrics']['n_names']} names), current"
     other = from_env(store=tmp_path / "other-store", embedding_router_dir=model)
     assert adapted_dir(other) != adapted_dir(settings)  # store B never reads store A's head
 

@@ -109,7 +109,7 @@ class Status:
     notes: int
     chunks: int
     store: str
-    router_state: str | None = None  # e.g. "adapted to this store (102 notes, 530 names), current"
+    router_state: str | None = None  # e.g. "adapted to this store (102 notes, 528 names), current"
 
 
 def check_question(question: str) -> str:

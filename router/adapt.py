@@ -5,8 +5,8 @@ holds other notes (another family, or this one after edits) gets its own *adapte
 questions plus the store's chunks, featurised from the vectors already stored (no second embedding
 pass over the chunks, so it works against a Chroma server too), plus the household's *names* as
 short examples — a vendor, person, product or model number written capitalised in the chunks and
-never in lower case, labelled with the category that holds most of its mentions ("Ferraby" →
-flooring), so that "is Ferraby still doing repairs?" routes like the notes that name him; only
+never in lower case, labelled with the category that holds most of its mentions ("Bogdan" →
+hvac), so that a question naming only him leans to the category of the notes that do; only
 these few hundred words are embedded. Refit in seconds with the base head's n-gram weight and C.
 Adapted heads live in `var/router-adapted/<store key>/`, one per store, so one household's
 knowledge never leaks into another's. `AdaptingRouter` checks the store's generation on every

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from app.pipeline import plan_and_retrieve
 from benchmarks.distractors import GENERATOR_VERSION, Distractor, distractors
 from core.categories import load_categories
 from core.retrieval import retrieve
@@ -218,9 +219,8 @@ def _score(
             if arm == "off":
                 found = retrieve(store, item.question, k, hybrid=hybrid)
             else:
-                plan = (variants[arm] if arm in variants else policy.with_mode(arm)).plan(route)
-                found = retrieve(store, item.question, k, plan.where if plan.mode != "none" else None,
-                                 hybrid=hybrid, boost=plan.boost, open_notes=plan.open_notes)  # fmt: skip
+                arm_policy = variants[arm] if arm in variants else policy.with_mode(arm)
+                _, found = plan_and_retrieve(store, item.question, route, arm_policy, k, hybrid)  # as the app does
                 widened += arm == "hard" and found.widened
             in_gold = [c.category == item.category for c in found.chunks]
             precision[arm].append(sum(in_gold) / len(in_gold) if in_gold else 0.0)

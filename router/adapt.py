@@ -55,7 +55,7 @@ _WORD = re.compile(r"\b\w[\w'-]*\b")
 def name_examples(texts: list[str], categories: list[str], share: float = NAME_SHARE) -> list[tuple[str, str]]:
     """(name, category) for each capitalised word or model number of `texts` that is never written in
     lower case there (so not a sentence's first common word) and whose mentions mostly (`share`) fall in
-    one category's chunks; months, weekdays and the family's own names spread out and drop away."""
+    one category's chunks; months and the family's own names mostly spread out and drop away."""
     from collections import Counter, defaultdict
 
     lower: set[str] = set()

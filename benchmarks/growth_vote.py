@@ -3,9 +3,9 @@
     python -m benchmarks.growth_vote [--work var/growth]
 
 Reads the store a `python -m benchmarks.growth` run left in WORK (the notes + its distractors) and
-that store's adapted head, and routes the QA dev and test halves with the committed (base) head
-and the adapted one, each mixed with the store vote at several shapes and weights (weight 0: the
-head alone). Numbers, not tests; nothing is refit.
+the names adaptation learned there, and routes the QA dev and test halves with the committed (base)
+head alone and with those names, each mixed with the store vote at several shapes and weights
+(weight 0: no vote). Numbers, not tests; nothing is refit.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     from core.schemas import read_qa
     from core.settings import from_env
     from core.store import open_store
-    from router.adapt import adapted_dir
-    from router.embedding import EmbeddingRouter, store_vote
+    from router.adapt import adapted_dir, with_adaptation
+    from router.embedding import EmbeddingRouter, name_mentions, store_vote
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=Path("var/growth"), help="the growth benchmark's --work folder")
@@ -46,9 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         questions = [item.question for item in chosen]
         gold = np.array([index[item.category] for item in chosen])
         vectors = embed(questions)
-        for name, folder in (("base", settings.embedding_router_dir), ("adapted", adapted_dir(settings))):
-            router = EmbeddingRouter.load(folder, labels)
+        base = EmbeddingRouter.load(settings.embedding_router_dir, labels)
+        for name, router in (("base", base), ("adapted", with_adaptation(base, adapted_dir(settings), labels))):
             head = router.features(questions, vectors) @ router.coef.T + router.intercept
+            head += router.name_weight * name_mentions(questions, router.names, len(labels.ids))
             for k, power in SHAPES:
                 votes = np.log(store_vote(store, vectors, labels, k, power))
                 accs = [np.mean((head + w * votes).argmax(1) == gold) for w in WEIGHTS]

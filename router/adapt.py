@@ -1,20 +1,25 @@
 """The embedding router follows the household in its store, with no training command run by hand.
 
-The committed head learned the routing questions (fixed) and one household's notes. A store that
-holds other notes (another family, or this one after edits) gets its own *adapted* head: the same
-questions plus the store's chunks, featurised from the vectors already stored (no second embedding
-pass over the chunks, so it works against a Chroma server too), plus the household's *names* as
-short examples — a vendor, person, product or model number written capitalised in the chunks and
-never in lower case, labelled with the category that holds most of its mentions ("Bogdan" →
-hvac), so that a question naming only him leans to the category of the notes that do; only
-these few hundred words are embedded. Refit in seconds with the base head's n-gram weight and C.
-Adapted heads live in `var/router-adapted/<store key>/`, one per store, so one household's
+The committed head learned the routing questions and one household's notes. For a store that holds
+other notes (another family, or this one after edits) the router keeps that head and adds what the
+store knows, with nothing refit:
+
+- the *store vote*: the categories of the question's top chunks in an unfiltered search, mixed in
+  log space at `ADAPTED_VOTE_WEIGHT` (the committed head's own, lower weight was picked on val for
+  the household it already knows);
+- the household's *names*: each vendor, person, product or model number written capitalised in the
+  chunks and never in lower case, labelled with the category that holds most of its mentions
+  ("Bogdan" -> hvac). A question that says one leans to that category by `NAME_WEIGHT`.
+
+Adapting reads the chunks' texts once (no embedding at all), in well under a second. What was
+learned lives in `var/router-adapted/<store key>/meta.json`, one per store, so one household's
 knowledge never leaks into another's. `AdaptingRouter` checks the store's generation on every
-question (cheap) and swaps heads when an ingest changed it, so a running UI picks it up.
+question (cheap) and re-reads the names when an ingest changed it, so a running UI picks it up.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import re
 import threading
@@ -28,28 +33,26 @@ from core.categories import LabelSet
 from core.errors import HousechatError
 from core.settings import Settings
 from router.base import Route
-from router.embedding import EmbeddingRouter, blocks, char_vectorizer, save_head, word_vectorizer
-from router.meta import read_meta, write_meta
+from router.embedding import NAME_TOKEN, EmbeddingRouter
+from router.meta import MAKE_EMBEDDING, check_labels, read_meta, write_meta
 
 if TYPE_CHECKING:
     from core.store import NoteStore
 
-# Bumped when adaptation learns differently: heads adapted by an older version are refit.
-ADAPT_VERSION = 2  # 2: the household's names as examples
-QUESTIONS_FILE = "questions.npz"  # the fixed part: question texts, labels and MiniLM vectors (fp16)
-# An adapted head knows a new household's notes from a few hundred chunks against thousands of
-# questions about the first household, so the store vote carries more of the weight there. Picked
-# on the second household's routing questions (data/households/vossberg/routing.jsonl), the middle
-# of the plateau of best weights (with the top-3, score**4 vote only 1.2 reaches 94.2%); its QA
-# questions are the test (docs/results/routing.md, "A new household").
-ADAPTED_VOTE_WEIGHT = 1.2
-# A name becomes an example of the category holding at least this share of the chunks that mention
-# it. Picked on dev questions of two households the committed head never saw (the routing.jsonl
-# files of data/households/vossberg and adeyemi-holm, and the dev half of adeyemi-holm's qa.jsonl:
-# 268 of 310 right without names, 284 at 0.5, 283 at 0.6, 281 at 0.8; docs/results/routing.md).
+# Bumped when adaptation learns differently: stores adapted by an older version are adapted again.
+ADAPT_VERSION = 3  # 2: names as examples in a refit head; 3: no refit, the committed head + vote + names
+# Picked on dev questions of two households the committed head never saw (the routing.jsonl files of
+# data/households/vossberg and adeyemi-holm, and the dev half of adeyemi-holm's qa.jsonl): 284 of 310
+# right on the plateau of vote weights 2.0-3.0 and name weights 3-5 (`python -m benchmarks.adapt
+# --sweep`), its middle taken; the refit head of version 2 also got 284, in ~10 s instead of ~0.3 s;
+# the committed head with its own vote weight 255 (docs/results/routing.md, "Adapting without a refit").
+ADAPTED_VOTE_WEIGHT = 2.5
+NAME_WEIGHT = 4.0  # added to a category's logit for each of its names the question says
+# A name joins the category holding at least this share of the chunks that mention it. Picked on the
+# same dev questions, with the refit head of version 2: 268 of 310 right without names, 284 at 0.5,
+# 283 at 0.6, 281 at 0.8 (docs/results/routing.md).
 NAME_SHARE = 0.5
 _NAME = re.compile(r"\b[A-Z][\w'’]*(?:-[A-Z0-9]\w*)*\b|\b[A-Z]{1,5}-?\d[\w-]*\b")
-_WORD = re.compile(r"\b\w[\w'-]*\b")
 
 
 def name_examples(texts: list[str], categories: list[str], share: float = NAME_SHARE) -> list[tuple[str, str]]:
@@ -61,7 +64,7 @@ def name_examples(texts: list[str], categories: list[str], share: float = NAME_S
     lower: set[str] = set()
     mentions: dict[str, Counter[str]] = defaultdict(Counter)
     for text, category in zip(texts, categories, strict=True):
-        lower.update(w.lower() for w in _WORD.findall(text) if w[0].islower())
+        lower.update(w.lower() for w in NAME_TOKEN.findall(text) if w[0].islower())
         for name in set(_NAME.findall(text)):
             mentions[name][category] += 1
     out = []
@@ -89,54 +92,25 @@ def adapted_dir(settings: Settings) -> Path:
 
 
 def adapt(base_dir: Path, store: NoteStore, labels: LabelSet, out_dir: Path) -> dict[str, Any]:
-    """Refit the head on the base's questions + `store`'s chunks; write it to `out_dir`; return its meta."""
-    import numpy as np
-    from sklearn.linear_model import LogisticRegression
+    """Learn `store`'s names for the head in `base_dir`; write them and the mix weights to `out_dir`; return the meta."""
+    from core.store import indexed_text
 
     start = time.perf_counter()
-    base = read_meta(base_dir, "python -m finetune embedding")
-    path = Path(base_dir) / QUESTIONS_FILE
-    if not path.exists():
-        raise HousechatError(
-            f"{base_dir}: no {QUESTIONS_FILE} to adapt from — refit with `python -m finetune embedding`"
-        )
+    base = read_meta(base_dir, MAKE_EMBEDDING)
     if base.get("encoder"):
         raise HousechatError(
             f"{base_dir}: its MiniLM was fine-tuned, the store's vectors are the stock MiniLM's — "
             "refit without --fine-tune-epochs to route a household's store"
         )
-    saved = np.load(path)
-    index = {c: i for i, c in enumerate(labels.ids)}
-    q_text = [str(t) for t in saved["texts"]]
-    q_y = np.array([index[str(c)] for c in saved["categories"]])
-    vectors, metas, texts = store.chunk_vectors()
+    known = set(labels.ids)
+    chunks = [hit for hit in store.documents() if str(hit.metadata.get("category")) in known]
+    texts = [indexed_text(str(hit.metadata.get("title", "")), hit.text) for hit in chunks]
+    names = name_examples(texts, [str(hit.metadata["category"]) for hit in chunks])
     hashes = store.note_hashes()
-    keep = [i for i, m in enumerate(metas) if str(m.get("category")) in index]
-    c_text = [texts[i] for i in keep]
-    c_y = np.array([index[str(metas[i]["category"])] for i in keep], dtype=int)
-    names = name_examples(c_text, [labels.ids[i] for i in c_y])
-    weight, c = float(base.get("char_weight", 0.0)), float(base.get("C", 4.0))
-    word_weight = float(base.get("word_weight", 0.0))
-    parts = [saved["vectors"].astype(np.float32), vectors[keep].reshape(len(keep), -1)]
-    if names:
-        parts.append(np.asarray(store.embed([n for n, _ in names]), dtype=np.float32).reshape(len(names), -1))
-    x = np.vstack(parts)
-    texts_all = q_text + c_text + [n for n, _ in names]
-    chars = char_vectorizer() if weight else None
-    words = word_vectorizer() if word_weight else None
-    features = blocks(
-        x,
-        [
-            (weight, chars.fit_transform(texts_all) if chars else None),  # one pass: fit and transform
-            (word_weight, words.fit_transform(texts_all) if words else None),
-        ],
-    )
-    y = np.concatenate([q_y, c_y, np.array([index[category] for _, category in names], dtype=int)])
-    clf = LogisticRegression(C=c, max_iter=3000).fit(features, y)
-    save_head(out_dir, clf, labels, chars, words)
     meta = {
         **{k: v for k, v in base.items() if k not in ("metrics", "created", "store")},
         "vote_weight": ADAPTED_VOTE_WEIGHT,
+        "name_weight": NAME_WEIGHT,
         "adapt_version": ADAPT_VERSION,
         "adapted_from": {"dir": str(base_dir), "data_hash": base.get("data_hash"), "created": base.get("created")},
         "store": {
@@ -144,25 +118,32 @@ def adapt(base_dir: Path, store: NoteStore, labels: LabelSet, out_dir: Path) -> 
             "fingerprint": store_fingerprint(store, hashes),
             "generation": store.generation(),
             "notes": len(hashes),
-            "chunks": len(keep),
+            "chunks": len(chunks),
         },
-        "metrics": {
-            "n_questions": len(q_text),
-            "n_chunks": len(keep),
-            "n_names": len(names),
-            "refit_s": round(time.perf_counter() - start, 2),
-        },
+        "metrics": {"n_names": len(names), "adapt_s": round(time.perf_counter() - start, 2)},
+        "names": dict(names),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     write_meta(out_dir, meta)
     return meta
 
 
+def with_adaptation(base: EmbeddingRouter, folder: Path, labels: LabelSet) -> EmbeddingRouter:
+    """`base` (the committed head, untouched) with the vote weight and names adapted to a store in `folder`."""
+    meta = read_meta(folder, MAKE_EMBEDDING)
+    check_labels(meta, labels, Path(folder), MAKE_EMBEDDING)
+    router = copy.copy(base)  # shares the head's arrays; a thread routing with `base` is not disturbed
+    index = {c: i for i, c in enumerate(labels.ids)}
+    router.names = {name.lower(): index[c] for name, c in meta.get("names", {}).items() if c in index}
+    router.vote_weight, router.name_weight = float(meta["vote_weight"]), float(meta.get("name_weight", 0.0))
+    return router
+
+
 def current_head(settings: Settings, store: NoteStore) -> Path | None:
     """The head that is current for `store`: the base when it learned these very notes, else the
     store's adapted head if it was fit on them; None when the store changed since (adapt it)."""
     base_dir = settings.embedding_router_dir
-    base = read_meta(base_dir, "python -m finetune embedding")
+    base = read_meta(base_dir, MAKE_EMBEDDING)
     fingerprint = store_fingerprint(store)
     if (base.get("store") or {}).get("fingerprint") == fingerprint:
         return base_dir
@@ -173,8 +154,6 @@ def current_head(settings: Settings, store: NoteStore) -> Path | None:
         same_store = (meta.get("store") or {}).get("fingerprint") == fingerprint
         if same_base and same_store and meta.get("adapt_version") == ADAPT_VERSION:
             return out
-    if not (Path(base_dir) / QUESTIONS_FILE).exists():
-        return base_dir  # an older head without its questions: the vote alone follows the store
     return None
 
 
@@ -187,7 +166,10 @@ def head_for(settings: Settings, store: NoteStore | None, labels: LabelSet, log:
         return head
     out = adapted_dir(settings)
     meta = adapt(settings.embedding_router_dir, store, labels, out)
-    log(f"router adapted to {store.location}: {meta['store']['notes']} notes, {meta['metrics']['refit_s']} s")
+    metrics = meta["metrics"]
+    log(
+        f"router adapted to {store.location}: {meta['store']['notes']} notes, {metrics['n_names']} names, {metrics['adapt_s']} s"
+    )
     return out
 
 
@@ -209,11 +191,12 @@ class AdaptingRouter:
         self._generation: int | None = None
         self._told_no_store = False
         self.head_dir: Path = settings.embedding_router_dir
-        self.inner = EmbeddingRouter.load(self.head_dir, labels)
-        self.policy = self.inner.policy  # the base head's thresholds (tuned on val)
+        self.base = EmbeddingRouter.load(self.head_dir, labels)
+        self.inner = self.base
+        self.policy = self.base.policy  # the base head's thresholds (tuned on val)
 
     def current(self) -> EmbeddingRouter:
-        """The head for the store as it is now (refit when an ingest changed the store)."""
+        """The router for the store as it is now (adapted again when an ingest changed the store)."""
         with self._lock:
             if self._store is None:
                 self._store = self._open_store()
@@ -229,9 +212,10 @@ class AdaptingRouter:
             generation = self._store.generation()
             if generation != self._generation:
                 head = head_for(self.settings, self._store, self.labels, self.log)
-                if head != self.head_dir:
-                    self.inner = EmbeddingRouter.load(head, self.labels)
-                    self.head_dir = head
+                # Re-read every time: a second ingest into the same store adapts into the same folder.
+                inner = self.base if head == self.settings.embedding_router_dir else None
+                self.inner = inner or with_adaptation(self.base, head, self.labels)
+                self.head_dir = head
                 self.inner.attach_store(self._store)
                 self._generation = generation
             return self.inner
@@ -247,7 +231,7 @@ class AdaptingRouter:
         if head == self.settings.embedding_router_dir:
             return "committed head, current for this store"
         meta = read_meta(head)
-        names = meta["metrics"].get("n_names", 0)
+        names = meta["metrics"]["n_names"]
         return f"adapted to this store ({meta['store']['notes']} notes, {names} names), current"
 
     def route(self, question: str) -> Route:
@@ -292,7 +276,8 @@ def status(settings: Settings) -> dict[str, Any]:
         meta = read_meta(router.head_dir)
         metrics = meta["metrics"]
         report["router"] = (
-            f"adapted head {router.head_dir} (refit in {metrics['refit_s']} s, {metrics.get('n_names', 0)} names learned)"
+            f"committed head + the store adapted in {router.head_dir} "
+            f"({metrics['n_names']} names learned in {metrics['adapt_s']} s)"
         )
     inner = router.inner
     report["vote"] = (

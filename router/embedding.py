@@ -14,6 +14,7 @@ saved in the router folder) in place of the frozen one.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
     from core.store import NoteStore
 
 C_GRID = (1.0, 4.0, 16.0, 64.0)
+NAME_TOKEN = re.compile(r"\b\w[\w'’-]*\b")  # a word as names are matched in questions: "nq-45", "o'brien"
+POSSESSIVE = re.compile(r"['’]s$")
 # The store vote: the categories of the top chunks of an unfiltered search, weighted by score**4,
 # mixed with the head in log space (weight picked on val). It knows the household's own notes
 # without any refit: a vendor named only in the notes pulls its question to the right category.
@@ -98,6 +101,9 @@ class EmbeddingRouter:
         self.encoder = encoder  # a fine-tuned MiniLM folder; None = the frozen embedded MiniLM
         self.vote_weight, self.temperature = vote_weight, temperature
         self.vote_k, self.vote_power = VOTE_K, VOTE_POWER
+        # A household's names (router.adapt): a question naming one leans to its category by `name_weight`.
+        self.names: dict[str, int] = {}
+        self.name_weight = 0.0
         self.store: NoteStore | None = None
         self._open_store: Callable[[], NoteStore | None] | None = None
         self.policy = policy or FilterPolicy()
@@ -189,6 +195,8 @@ class EmbeddingRouter:
         if store is not None:
             votes = store_vote(store, x[:, :MINILM_DIM], self.labels, self.vote_k, self.vote_power)
             logits = logits + self.vote_weight * np.log(votes)
+        if self.names and self.name_weight:
+            logits = logits + self.name_weight * name_mentions(questions, self.names, len(self.labels.ids))
         return logits
 
     def probabilities(self, questions: list[str], vectors: Any = None) -> Any:
@@ -215,6 +223,19 @@ class EmbeddingRouter:
         return [
             route_from_scores(dict(zip(ids, map(float, row), strict=True)), self.codes, self.name, ms) for row in probs
         ]
+
+
+def name_mentions(questions: list[str], names: dict[str, int], n_categories: int) -> Any:
+    """(questions, categories): how many of the household's names (lower-cased, -> category index) each question says."""
+    import numpy as np
+
+    counts = np.zeros((len(questions), n_categories), dtype=np.float32)
+    for row, question in enumerate(questions):
+        for word in set(NAME_TOKEN.findall(question.lower())):
+            category = names.get(word, names.get(POSSESSIVE.sub("", word)))  # "quillmoor's" says Quillmoor
+            if category is not None:
+                counts[row, category] += 1
+    return counts
 
 
 def log_loss(logits: Any, gold: Any) -> float:
@@ -413,7 +434,7 @@ def fit(
             np.vstack([questions[2], x_val]),
         )
     out_dir = save_head(out_dir, clf, labels, chars_used, words_used)
-    # The fixed, question-trained part, kept so the head can be refit on another store's notes.
+    # The training questions with their vectors (benchmarks.routing_bm25_vote's question vote reads them).
     np.savez_compressed(
         out_dir / "questions.npz",
         texts=np.array(questions[0], dtype=str),

@@ -435,15 +435,24 @@ def test_store_vote_learns_a_new_households_vendor_after_ingest(embedding_dir, l
     after = router.route(question)  # the same router object: it opens the store once it exists
     assert after.category == "roof"
     assert after.scores["roof"] > before.scores["roof"]
-    # It refit a head for this store alone, recorded with the store's generation and counts.
+    # It adapted to this store alone, recorded with the store's generation and counts.
     from router.adapt import adapted_dir
 
     adapted = json.loads((adapted_dir(settings) / "meta.json").read_text())
     assert adapted["store"]["notes"] == 3 and adapted["store"]["chunks"] == 3
-    assert adapted["metrics"]["n_names"] >= 2  # "Quillmoor" and "Brothers" (roof), learned as short examples
+    assert adapted["names"]["Quillmoor"] == adapted["names"]["Brothers"] == "roof"  # the household's names
     assert router.describe() == f"adapted to this store (3 notes, {adapted['metrics']['n_names']} names), current"
     other = from_env(store=tmp_path / "other-store", embedding_router_dir=model)
     assert adapted_dir(other) != adapted_dir(settings)  # store B never reads store A's head
+    # A second ingest into the same store: the running router re-reads what was learned there.
+    question = "did Vellacott leave the invoice?"
+    before = router.route(question)
+    write_note(notes, "pool-heater", "pool", "Vellacott serviced the pool heater. Vellacott invoice: $310.")
+    assert ingest_main(["--store", str(store), str(notes)]) == 0
+    after = router.route(question)
+    assert after.category == "pool" and after.scores["pool"] > before.scores["pool"]
+    assert json.loads((adapted_dir(settings) / "meta.json").read_text())["names"]["Vellacott"] == "pool"
+    assert router.inner.names["vellacott"] == labels.ids.index("pool")  # in the running router, not only on disk
 
 
 @pytest.mark.slow  # ingests notes and fits the embedding router
@@ -519,3 +528,17 @@ def test_name_examples_keep_a_households_names_and_drop_common_and_spread_words(
     assert names["NQ-45"] in ("flooring", "appliances")  # a model number: one mention each, a tie at 0.5
     assert "NQ-45" not in dict(name_examples(texts, categories, share=0.6))  # spread: no clear category
     assert "Nkechi" not in dict(name_examples(texts, categories, share=0.6))  # the family's own names spread out
+
+
+def test_name_mentions_count_a_households_names_in_any_case(labels) -> None:
+    from router.embedding import name_mentions
+
+    pool, roof = labels.ids.index("pool"), labels.ids.index("roof")
+    names = {"vellacott": pool, "nq-45": pool, "quillmoor": roof}
+    counts = name_mentions(
+        ["Did VELLACOTT fix the NQ-45?", "quillmoor's bill", "the pool pump"], names, len(labels.ids)
+    )
+    assert counts.shape == (3, len(labels.ids))
+    assert counts[0, pool] == 2 and counts[0].sum() == 2  # two names of one category, matched in any case
+    assert counts[1, roof] == 1  # a possessive says the name too
+    assert counts[2].sum() == 0

@@ -596,8 +596,8 @@ class NoteStore:
     def chunk_vectors(self) -> tuple[Any, list[dict[str, Any]], list[str]]:
         """Every live chunk's stored embedding (an (n, dim) float32 array), metadata and indexed text.
 
-        One pass over the collection, so the three lists share one order. What a router learns the
-        household from without a second embedding pass (works against a Chroma server too).
+        One pass over the collection, so the three lists share one order: a head can be fit on a
+        household's chunks without a second embedding pass (benchmarks.routing_levers does).
         """
         import numpy as np
 

@@ -140,8 +140,8 @@ def with_adaptation(base: EmbeddingRouter, folder: Path, labels: LabelSet) -> Em
 
 
 def current_head(settings: Settings, store: NoteStore) -> Path | None:
-    """The head that is current for `store`: the base when it learned these very notes, else the
-    store's adapted head if it was fit on them; None when the store changed since (adapt it)."""
+    """What is current for `store`: the base head's folder when it learned these very notes, else the
+    store's adaptation folder if it was adapted to them; None when the store changed since (adapt it)."""
     base_dir = settings.embedding_router_dir
     base = read_meta(base_dir, MAKE_EMBEDDING)
     fingerprint = store_fingerprint(store)
@@ -158,7 +158,7 @@ def current_head(settings: Settings, store: NoteStore) -> Path | None:
 
 
 def head_for(settings: Settings, store: NoteStore | None, labels: LabelSet, log: Callable[[str], None]) -> Path:
-    """The head folder to route with for this store, adapting one first when the store changed."""
+    """The folder to route with for this store (the base head's, or the store's adaptation), adapting first when the store changed."""
     if store is None:
         return settings.embedding_router_dir
     head = current_head(settings, store)
@@ -276,8 +276,8 @@ def status(settings: Settings) -> dict[str, Any]:
         meta = read_meta(router.head_dir)
         metrics = meta["metrics"]
         report["router"] = (
-            f"committed head + the store adapted in {router.head_dir} "
-            f"({metrics['n_names']} names learned in {metrics['adapt_s']} s)"
+            f"committed head, adapted to this store: {metrics['n_names']} names learned in {metrics['adapt_s']} s "
+            f"({router.head_dir})"
         )
     inner = router.inner
     report["vote"] = (

@@ -6,7 +6,8 @@ Prints a table of p50/p95 milliseconds per question and each row's ratio to the 
 The `llm` rows use the installed adapter (models/router-llm) when there is one, else the bare
 SmolLM2 base with the same prompt and label scoring (same architecture, same cost). An installed
 classification-head adapter (`mode: classify`) gets float32 and int8 rows of its own (reading
-`--store` when it was trained with `store_context`: search, lines and vote included), and the
+`--store` when it was trained with `store_context`: search, lines and vote included; and the
+embedding router's guesses, timed with it, when it was trained with `router_hint`), and the
 label-scoring rows then use the bare base. They go lever
 by lever: float32 with the whole-vocabulary projection (the scorer before issue #16), float32
 reading only the labels' rows of the output layer, then int8 (router.quantize, the app's default).
@@ -103,9 +104,16 @@ def main() -> None:
 
         head, head_tok = load_adapted_classifier(adapter, meta["base_model"], settings.var_dir, len(labels))
         context = store_context(meta, args.store)
-        heads = [LLMRouter(ClassifierScorer(head, head_tok, labels, context=context))]
-        heads.append(LLMRouter(quantize_int8(ClassifierScorer(copy.deepcopy(head), head_tok, labels, context=context))))
-        head_name = "llm (classification head" + (", reads the store" if context else "") + ", adapter merged)"
+        hint = None
+        if meta.get("router_hint"):  # it reads the embedding router's guesses: their time is part of its own
+            from router.registry import router_hint
+
+            hint = router_hint(from_env(store=args.store) if args.store else settings, labels)
+        heads = [LLMRouter(ClassifierScorer(head, head_tok, labels, context=context, hint=hint))]
+        quantized = ClassifierScorer(copy.deepcopy(head), head_tok, labels, context=context, hint=hint)
+        heads.append(LLMRouter(quantize_int8(quantized)))
+        reads = (", reads the store" if context else "") + (", reads the embedding router" if hint else "")
+        head_name = f"llm (classification head{reads}, adapter merged)"
         meta = {}
     if meta:
         model, tokenizer = load_adapted_model(adapter, meta["base_model"], settings.var_dir)

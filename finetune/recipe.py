@@ -61,6 +61,9 @@ class Recipe:
     # with store_context: also each chunk's note title ("pool: Pool pump seal"); false = the categories alone,
     # a shorter input (faster routing)
     store_context_titles: bool = True
+    # classify only: the head also reads the embedding router's top two guesses with their probabilities
+    # (`router.llm.RouterHint`; out-of-fold guesses for the training questions, `finetune.hints`).
+    router_hint: bool = False
     train_file: str | None = None
     val_file: str | None = None
     labels_from_data: bool = False  # with train_file: the files' own labels (codes assigned), not the categories file
@@ -119,6 +122,11 @@ def load_recipe(path: Path, **overrides: Any) -> Recipe:
         raise HousechatError(
             f"{path}:{_line_of(path, 'store_context')}: store_context is a number of chunks (0 or more) and "
             "needs `mode: classify`"
+        )
+    if recipe.router_hint and (recipe.mode != "classify" or recipe.train_file):
+        raise HousechatError(
+            f"{path}:{_line_of(path, 'router_hint')}: router_hint needs `mode: classify` and the household's data "
+            "(the household's embedding router guesses) — remove train_file, or router_hint"
         )
     if (recipe.extra_questions or recipe.notes) and recipe.train_file:
         raise HousechatError(

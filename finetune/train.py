@@ -24,6 +24,7 @@ from core.models import GEMMA3, SMOLLM2, TINY_QWEN3, file_hash, load_causal_lm, 
 from core.schemas import RoutingExample
 from core.settings import Settings
 from finetune.data import training_data_hash
+from finetune.hints import FOLDS
 from finetune.recipe import Recipe
 from router.base import route_from_scores
 from router.meta import label_meta, read_meta, write_meta
@@ -210,20 +211,31 @@ def train(recipe: Recipe, settings: Settings) -> dict[str, Any]:
         hits = sum(int(p.argmax() == g) for p, g in zip(probs, val_gold, strict=True))
         return hits / max(len(val_gold), 1), probs
 
-    context = None
-    if recipe.store_context:
+    context = hint = None
+    hints: dict[str, str] = {}
+    if recipe.store_context or recipe.router_hint:
         from core.store import open_store
-        from router.llm import StoreContext
 
         store = open_store(settings, create=False)
+    if recipe.store_context:
+        from router.llm import StoreContext
+
         context = StoreContext(lambda: store, recipe.store_context, titles=recipe.store_context_titles)
         print(f"the head reads the top {recipe.store_context} chunks of {store.location}", file=sys.stderr)
+    if recipe.router_hint:
+        from finetune.hints import out_of_fold_hints
+        from router.registry import router_hint
+
+        # Val (and routing later) reads the household's embedding router; training, out-of-fold guesses.
+        hint = router_hint(settings, data.labels)
+        hints = out_of_fold_hints([e for e in data.train if e.question not in data.bare], data.labels, settings, store)
+        print(f"the head reads the guesses of {settings.embedding_router_dir}", file=sys.stderr)
 
     def make_scorer(model: Any) -> Any:
         from router.llm import ClassifierScorer, LabelScorer
 
         if recipe.mode == "classify":
-            return ClassifierScorer(model, tokenizer, data.labels, context=context)
+            return ClassifierScorer(model, tokenizer, data.labels, context=context, hint=hint)
         # The whole-vocabulary projection: while training, the code rows live in the adapter's wrapper.
         return LabelScorer(model, tokenizer, data.labels, recipe.label_format, label_rows=False)
 
@@ -261,7 +273,7 @@ def train(recipe: Recipe, settings: Settings) -> dict[str, Any]:
         rows = rows_for(data.train, tokenizer, data.labels, recipe.label_format)
         history, _, _ = unsloth_engine.train(recipe, rows, validate, save_best, out_dir)
     elif recipe.mode == "classify":
-        examples = classify_rows(data.train, data.labels, context, data.bare)
+        examples = classify_rows(data.train, data.labels, context, data.bare, hints)
         history = trl_engine.train_classifier(recipe, model, tokenizer, examples, validate, save_best, out_dir)
     else:
         rows = rows_for(data.train, tokenizer, data.labels, recipe.label_format)
@@ -288,11 +300,12 @@ def classify_rows(
     labels: LabelSet,
     context: Callable[[list[str]], list[str]] | None = None,
     bare: frozenset[str] = frozenset(),
+    hints: dict[str, str] | None = None,
 ) -> list[tuple[str, int]]:
     """(the head's input text, the label's index) per example: the text inference reads too.
 
     With a `context`, each example reads its store context, except the texts in `bare` (the notes'
-    paragraphs), which read none."""
+    paragraphs), which read none. `hints`: the embedding router's guesses per question (out of fold)."""
     from router.llm import classify_text
 
     questions = [e.question for e in examples]
@@ -303,8 +316,9 @@ def classify_rows(
             zip(asked, (c for i in range(0, len(asked), 256) for c in context(asked[i : i + 256])), strict=True)
         )
         contexts = [found.get(q, "") for q in questions]
+    hints = hints or {}
     return [
-        (classify_text(q, c), labels.ids.index(e.category))
+        (classify_text(q, c, hints.get(q, "")), labels.ids.index(e.category))
         for q, c, e in zip(questions, contexts, examples, strict=True)
     ]
 
@@ -336,6 +350,8 @@ def write_artifact(
         "mode": recipe.mode,
         "store_context": recipe.store_context,  # > 0: routing reads the top chunks of the store (router.llm)
         "store_context_titles": recipe.store_context_titles,
+        # routing reads the guesses of the household's embedding router (router.llm.RouterHint)
+        "router_hint": {"folds": FOLDS} if recipe.router_hint else None,
         "adapter": "full" if recipe.full_finetune else "lora",
         **label_meta(data.labels),
         "data_hash": data.data_hash,

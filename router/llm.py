@@ -14,7 +14,8 @@ in its recipe, the head also reads `StoreContext`: the categories and titles of 
 unfiltered search of the household's store (what the embedding router's store vote counts), so the
 router learns to weigh the notes' evidence against the question's wording. `python -m finetune
 store-vote` then fits on val how much of the store vote (the same search's categories, as the embedding
-router mixes them) to add to the head's logits (`StoreVote`, in its meta.json).
+router mixes them) to add to the head's logits (`StoreVote`, in its meta.json). With `router_hint` the
+head also reads the embedding router's top two guesses with their probabilities (`RouterHint`).
 
 `router.quantize.quantize_int8(scorer)` then makes the decoder int8 (the app's default).
 """
@@ -186,10 +187,38 @@ class LabelScorer:
 CLASSIFY_SUFFIX = "\nCategory:"  # the last token, whose hidden state the head reads, is always this one
 
 
-def classify_text(question: str, context: str = "") -> str:
-    """The classification head's input: the question (whitespace folded), the store's context, a fixed last token."""
+HINT_TOP = 2  # how many of the embedding router's guesses a head trained with `router_hint` reads
+
+
+def classify_text(question: str, context: str = "", hint: str = "") -> str:
+    """The classification head's input: the question (whitespace folded), the store's context, the
+    embedding router's guesses (`hint_line`), a fixed last token."""
     text = " ".join(question.split())
+    if hint:
+        context = f"{context}\nRouter: {hint}"
     return f"{text}\nNotes: {context}{CLASSIFY_SUFFIX}" if context else text + CLASSIFY_SUFFIX
+
+
+def hint_line(scores: dict[str, float]) -> str:
+    """The embedding router's top guesses as the head reads them: "pool 81 | water heater 12" (percent)."""
+    top = sorted(scores.items(), key=lambda kv: -kv[1])[:HINT_TOP]
+    return " | ".join(f"{category.replace('_', ' ')} {round(100 * p)}" for category, p in top)
+
+
+class RouterHint:
+    """The embedding router's guesses for each question, as lines for a head trained with `router_hint`.
+
+    `route(questions, vectors)` is the embedding router's batch routing (the household's, adapted to
+    its store, with its store vote): the head learns when to follow it and when the question says
+    otherwise. Its training questions read out-of-fold guesses (`finetune.hints`), never the guesses
+    of a router that was fit on them.
+    """
+
+    def __init__(self, route: Callable[[list[str], Any], list[Route]]) -> None:
+        self.route = route
+
+    def __call__(self, questions: list[str], vectors: Any = None) -> list[str]:
+        return [hint_line(r.scores) for r in self.route(questions, vectors)] if questions else []
 
 
 @dataclass(frozen=True)
@@ -262,12 +291,14 @@ class ClassifierScorer:
         labels: LabelSet,
         batch_size: int = 32,
         context: StoreContext | None = None,
+        hint: RouterHint | None = None,
     ) -> None:
         n_out = model.config.num_labels
         if n_out != len(labels):
             raise HousechatError(f"the classification head has {n_out} outputs for {len(labels)} labels — retrain it")
         self.model, self.tokenizer, self.labels, self.batch_size = model, tokenizer, labels, batch_size
         self.context = context  # a StoreContext when the head was trained with one (and its store vote, if fit)
+        self.hint = hint  # the embedding router's guesses, when the head was trained with `router_hint`
 
     def prefix_cache(self) -> None:
         """No fixed prompt prefix here (the quantizer asks for one)."""
@@ -286,7 +317,8 @@ class ClassifierScorer:
                 part_vectors = None if vectors is None else vectors[i : i + self.batch_size]
                 hits = self.context.hits(part, part_vectors) if self.context else None
                 contexts = self.context.lines(hits) if self.context and hits else [""] * len(part)
-                batch = [classify_text(q, c) for q, c in zip(part, contexts, strict=True)]
+                hints = self.hint(part, part_vectors) if self.hint else [""] * len(part)
+                batch = [classify_text(q, c, h) for q, c, h in zip(part, contexts, hints, strict=True)]
                 enc = self.tokenizer(batch, padding=True, return_tensors="pt")
                 logits = self.model(**enc).logits.float()
                 vote = self.context.vote if self.context else None

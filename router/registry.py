@@ -22,6 +22,7 @@ from router.policy import FilterPolicy
 
 if TYPE_CHECKING:
     from core.store import NoteStore
+    from router.llm import RouterHint
 
 FALLBACK = {"llm": "embedding", "ensemble": "embedding", "ollama": "embedding", "embedding": "off"}
 
@@ -67,7 +68,8 @@ def _llm(settings: Settings, labels: LabelSet, generate: bool = False) -> Loaded
             raise HousechatError(_no_generation(model_dir))
         model, tokenizer = load_adapted_classifier(model_dir, meta["base_model"], settings.var_dir, len(labels))
         context = StoreContext.from_meta(meta, lambda: _vote_store(settings))
-        scorer = ClassifierScorer(model, tokenizer, labels, context=context)
+        hint = router_hint(settings, labels) if meta.get("router_hint") else None
+        scorer = ClassifierScorer(model, tokenizer, labels, context=context, hint=hint)
     else:
         model, tokenizer = load_adapted_model(model_dir, meta["base_model"], settings.var_dir)
         scorer = LabelScorer(model, tokenizer, labels, meta["label_format"])
@@ -86,6 +88,16 @@ def _zero_shot(settings: Settings, labels: LabelSet) -> LoadedRouter:
     model, tokenizer = load_causal_lm(SMOLLM2, settings.var_dir)
     scorer = LabelScorer(model, tokenizer, labels, "names", with_scopes=True)
     return LoadedRouter(LLMRouter(scorer, "zero-shot"), FilterPolicy(), "zero-shot")
+
+
+def router_hint(settings: Settings, labels: LabelSet) -> RouterHint:
+    """The guesses of the household's embedding router (adapted to its store), for a head trained with them."""
+    from router.adapt import AdaptingRouter
+    from router.llm import RouterHint
+
+    guesser = _embedding(settings, labels).router
+    assert isinstance(guesser, AdaptingRouter)
+    return RouterHint(lambda questions, vectors: guesser.current().route_batch(questions, vectors))
 
 
 def _embedding(settings: Settings, labels: LabelSet) -> LoadedRouter:

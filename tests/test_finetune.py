@@ -377,6 +377,57 @@ def test_classify_head_reads_the_store_it_was_trained_with(tmp_path: Path, write
     assert bare.router.route(question).category in load_categories(ROOT / "data" / "categories.yaml").ids
 
 
+@pytest.mark.slow  # ingests two notes, fits five out-of-fold heads and trains the tiny Qwen3 in classify mode
+def test_classify_head_reads_the_embedding_routers_guesses(tmp_path: Path, write_note, monkeypatch, capsys) -> None:
+    from ingest.cli import main as ingest_main
+    from router.llm import hint_line
+    from router.registry import load_router
+
+    notes = tmp_path / "notes"
+    write_note(notes, "pool-pump", "pool", "Replaced the Aquavolt VS-2 pump seal in May 2024.", title="Pool pump seal")
+    write_note(notes, "hvac-filter", "hvac", "The furnace takes a 16x25x1 MERV 11 filter.", title="Furnace filter")
+    store = tmp_path / "store"
+    assert ingest_main(["--store", str(store), str(notes)]) == 0
+    monkeypatch.setenv("HOUSECHAT_NOTES_DIR", str(notes))  # the out-of-fold heads learn these notes' paragraphs
+    recipe = tmp_path / "hint.yaml"
+    smoke = (ROOT / "finetune" / "recipes" / "tiny-qwen3-smoke.yaml").read_text()
+    recipe.write_text(smoke.replace("code_rows: from_names", "mode: classify\nrouter_hint: true"))
+    out = tmp_path / "run"
+    capsys.readouterr()
+    assert main(["train", str(recipe), "--store", str(store), "--output-dir", str(out), "--threads", "1"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("router hints: fold") == 5 and "guesses of" in err  # the 32 questions, out of fold
+    assert json.loads((out / "adapter" / "meta.json").read_text())["router_hint"] == {"folds": 5}
+
+    settings = from_env({}, store=store, router_model_dir=out / "adapter", var_dir=VAR)
+    scorer = load_router("llm", settings, fallback=False).router.scorer
+    question = "the Aquavolt seal is leaking again"
+    (line,) = scorer.hint([question])
+    guessed = load_router("embedding", settings, fallback=False).router.route(question)
+    assert line == hint_line(guessed.scores) and line.startswith(guessed.category.replace("_", " ") + " ")
+    with_hint = scorer.probabilities([question])
+    scorer.hint = None  # the same head without the guesses: its input, so its output, changes
+    assert abs(with_hint - scorer.probabilities([question])).max() > 1e-4
+
+
+def test_router_hint_text_and_recipe_check(tmp_path: Path) -> None:
+    from router.llm import classify_text, hint_line
+
+    line = hint_line({"pool": 0.812, "water_heater": 0.121, "hvac": 0.067})
+    assert line == "pool 81 | water heater 12"  # the top two, in percent
+    assert (
+        classify_text("pump  hums", "pool | hvac", line)
+        == "pump hums\nNotes: pool | hvac\nRouter: pool 81 | water heater 12\nCategory:"
+    )
+    assert classify_text("pump hums", "", line) == "pump hums\nNotes: \nRouter: pool 81 | water heater 12\nCategory:"
+    assert classify_text("pump hums") == "pump hums\nCategory:"
+    bad = tmp_path / "r.yaml"
+    bad.write_text("base_model: tiny:qwen3\nrouter_hint: true\n")
+    with pytest.raises(HousechatError, match="r.yaml:2: router_hint needs `mode: classify`"):
+        load_recipe(bad)
+    assert load_recipe(Path("gemma3-270m-classify-context-cats-hint")).router_hint is True
+
+
 def test_note_paragraphs_train_a_store_reading_head_without_context(tmp_path: Path) -> None:
     """A note's paragraph would find its own note at the top of the store search: it trains bare."""
     from core.schemas import RoutingExample

@@ -39,6 +39,7 @@ def out_of_fold_hints(
 
     base = read_meta(settings.embedding_router_dir, MAKE_EMBEDDING)
     weight, c = float(base.get("char_weight", 0.0)), float(base.get("C", 1.0))
+    vote, temperature = float(base.get("vote_weight", 0.0)), float(base.get("temperature", 1.0))
     notes, _ = note_examples(settings.notes_dir, labels, Dropped())
     index = {category: i for i, category in enumerate(labels.ids)}
     texts = [e.question for e in questions]
@@ -59,7 +60,6 @@ def out_of_fold_hints(
         )
         clf = LogisticRegression(C=c, max_iter=3000).fit(features, np.concatenate([y[~held], y_notes]))
         coef, intercept = full_width(clf, labels)
-        vote, temperature = float(base.get("vote_weight", 0.0)), float(base.get("temperature", 1.0))
         router = EmbeddingRouter(coef, intercept, labels, None, chars, weight, vote, temperature)
         router.vote_k = int(base.get("vote_k", VOTE_K))
         router.vote_power = float(base.get("vote_power", VOTE_POWER))

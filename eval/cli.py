@@ -101,6 +101,16 @@ def make_parser() -> argparse.ArgumentParser:
     filtering.add_argument(
         "--boost", type=float, help="the soft filter's bonus for a category at probability 1 (default router.policy)"
     )
+    filtering.add_argument(
+        "--household",
+        nargs=2,
+        action="append",
+        default=[],
+        type=Path,
+        metavar=("STORE", "QA_FILE"),
+        help="also pool another household's dev half: its embedded store and its QA file with a dev split "
+        "(the router adapts to that store); repeat for several",
+    )
     filtering.add_argument("--out", type=Path, metavar="PATH", help="also write the Markdown table here")
 
     tune = sub.add_parser(
@@ -321,20 +331,24 @@ def run_filtering(args: argparse.Namespace, command: str) -> int:
 
     settings = from_env(store=args.store, chroma_url=args.chroma_url)
     labels = load_categories(settings.categories_file)
-    path = args.qa_file or settings.qa_file
-    items, errors = read_qa(path, known=set(labels.ids))
-    for error in errors:
-        print(error, file=sys.stderr)
-    items = [item for item in items if item.split == "dev"]
-    if not items:
-        raise HousechatError(f"{path}: no dev questions — split it with `python -m eval split-qa --write`")
     backend = args.backend or settings.router_backend
-    trials = run_trials(settings, items, backend, args.k, args.boost)
+    households = [(settings, args.qa_file or settings.qa_file)]
+    households += [(from_env(store=store), qa_file) for store, qa_file in args.household]
+    trials, failed = [], False
+    for household, path in households:
+        items, errors = read_qa(path, known=set(labels.ids))
+        for error in errors:
+            print(error, file=sys.stderr)
+        failed |= bool(errors)
+        items = [item for item in items if item.split == "dev"]
+        if not items:
+            raise HousechatError(f"{path}: no dev questions — split it with `python -m eval split-qa --write`")
+        trials += run_trials(household, items, backend, args.k, args.boost)
     text = markdown(trials, choose(trials), command, backend)
     if args.out:
         args.out.write_text(text)
     print(text)
-    return 1 if errors else 0
+    return 1 if failed else 0
 
 
 def run_tune_extractive(args: argparse.Namespace, command: str) -> int:

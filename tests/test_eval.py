@@ -372,6 +372,30 @@ def test_filtering_choice_per_band_and_hybrid() -> None:
     assert choice["per_hybrid"][True]["hit_at_3"] == 1.0 and choice["per_hybrid"][False]["hit_at_3"] == 0.8
 
 
+def test_filtering_choice_breaks_a_hit_tie_on_category_precision() -> None:
+    """A mode that ties the original on hit@3 wins by category precision, unanswerable questions included."""
+    from core.schemas import QAItem
+    from eval.filtering import PRECISION_MARGIN, Trial, choose
+
+    def trial(band: str, precision: dict[str, float], answerable: bool = True) -> Trial:
+        item = QAItem("q?", "pool", ("pool-a",), (), answerable, split="dev")
+        scores = {(m, h): (1.0, 1.0, precision.get(m, 0.6)) for m in ("hard", "soft", "none") for h in (False, True)}
+        return Trial(item, band, 0.2, scores)
+
+    small = PRECISION_MARGIN / 2
+    trials = [
+        # low band: every mode finds the gold note; soft keeps more chunks in category than none -> soft
+        trial("low", {"soft": 0.9, "hard": 0.7}),
+        trial("low", {"soft": 0.8, "hard": 0.9}, answerable=False),
+        # single band: soft is ahead of hard by less than the margin -> hard stays
+        trial("single", {"hard": 0.9, "soft": 0.9 + small}),
+    ]
+    modes = choose(trials)["modes"]
+    assert modes == {"single": "hard", "pair": "hard", "low": "soft"}
+    # unanswerable questions count for precision: alone, hard (0.9) beats soft (0.8)
+    assert choose(trials[1:])["modes"]["low"] == "hard"
+
+
 @pytest.mark.slow  # ingests a store
 def test_eval_answers_runs_the_app_pipeline_and_keeps_records(tmp_path, monkeypatch, capsys) -> None:
     """`eval answers` asks through `app.pipeline.Pipeline` (what `app ask` runs) and saves per-question records."""

@@ -113,3 +113,46 @@ def test_rebuild_refuses_when_it_would_find_nothing_to_put_back(
     assert cli.main([str(tmp_path / "empty"), "--store", str(store), "--rebuild"]) == 1
     assert "no valid notes" in capsys.readouterr().err
     assert open_store(from_env(store=store), create=False).counts() == (1, 1)
+
+
+def test_int8_recipe_is_exact_on_every_x86_cpu(tmp_path) -> None:
+    """The int8 MatMul computes exactly what integer arithmetic says, even where products saturate.
+
+    Without VNNI, ONNX Runtime adds pairs of uint8 x int8 products into int16 with saturation; with
+    full-range weights these all-positive inputs overflow it (31% off on an AVX2 CPU), so vectors
+    depended on the CPU. `_quantize` keeps weights in 7 bits, where a pair cannot overflow.
+    """
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from core.encoders import _quantize
+
+    rng = np.random.default_rng(0)
+    k, n = 64, 8
+    weights = rng.uniform(0.5, 1.0, size=(k, n)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")],
+        "one-matmul",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])],
+        [numpy_helper.from_array(weights, "W")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "fp32.onnx")
+    _quantize(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", ffn_only=False)
+
+    stored = {i.name: numpy_helper.to_array(i) for i in onnx.load(tmp_path / "int8.onnx").graph.initializer}
+    w_q, w_scale = stored["W_quantized"].astype(np.int64), stored["W_scale"]
+    assert np.abs(w_q).max() <= 64  # 7-bit weights
+    x = np.concatenate([rng.uniform(0.9, 1.0, size=(1, k - 1)), [[0.0]]], axis=1).astype(np.float32)
+    session = ort.InferenceSession(str(tmp_path / "int8.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"x": x})[0]
+    # ONNX Runtime's DynamicQuantizeLinear: uint8, range widened to hold 0, round half to even.
+    scale = np.float32((max(0.0, float(x.max())) - min(0.0, float(x.min()))) / 255)
+    zero = int(np.clip(np.rint(-min(0.0, float(x.min())) / scale), 0, 255))
+    x_q = np.clip(np.rint(x / scale) + zero, 0, 255).astype(np.int64)
+    exact = ((x_q - zero) @ w_q).astype(np.float32) * scale * w_scale
+    np.testing.assert_allclose(got, exact, rtol=1e-5)
+    np.testing.assert_allclose(got, x @ weights, rtol=0.01)  # and close to the float MatMul

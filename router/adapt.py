@@ -40,13 +40,15 @@ if TYPE_CHECKING:
     from core.store import NoteStore
 
 # Bumped when adaptation learns differently: stores adapted by an older version are adapted again.
-ADAPT_VERSION = 3  # 2: names as examples in a refit head; 3: no refit, the committed head + vote + names
-# Picked on dev questions of two households the committed head never saw (the routing.jsonl files of
-# data/households/vossberg and adeyemi-holm, and the dev half of adeyemi-holm's qa.jsonl): 284 of 310
-# right on the plateau of vote weights 2.0-3.0 and name weights 3-5 (`python -m benchmarks.adapt
-# --sweep`), its middle taken; the refit head of version 2 also got 284, in ~10 s instead of ~0.3 s;
-# the committed head with its own vote weight 255 (docs/results/routing.md, "Adapting without a refit").
-ADAPTED_VOTE_WEIGHT = 2.5
+# 2: names as examples in a refit head; 3: no refit, the committed head + vote + names; 4: vote weight 2.0
+ADAPT_VERSION = 4
+# Picked on the dev files (the routing.jsonl of the two households the committed routers never saw,
+# data/households/vossberg and adeyemi-holm, and the dev half of adeyemi-holm's qa.jsonl) with
+# `python -m benchmarks.adapt --sweep`: with the head refit on 7-bit int8 vectors, 281 of 310 right
+# at vote weight 2.0 and name weight 4 (280-281 for vote 1.6-2.0 x names 2-4); the head before it
+# peaked at vote 2.5 (284, version 3). Without the names, at vote weight 0.9: 248
+# (docs/results/routing.md, "Adapting without a refit").
+ADAPTED_VOTE_WEIGHT = 2.0
 NAME_WEIGHT = 4.0  # added to a category's logit for each of its names the question says
 # A name joins the category holding at least this share of the chunks that mention it. Picked on the
 # same dev questions, with the refit head of version 2: 268 of 310 right without names, 284 at 0.5,

@@ -453,12 +453,12 @@ def test_store_vote_learns_a_new_households_vendor_after_ingest(embedding_dir, l
     assert after.category == "pool" and after.scores["pool"] > before.scores["pool"]
     assert json.loads((adapted_dir(settings) / "meta.json").read_text())["names"]["Vellacott"] == "pool"
     assert router.inner.names["vellacott"] == labels.ids.index("pool")  # in the running router, not only on disk
-    from router.adapt import status
+    from router.adapt import ADAPTED_VOTE_WEIGHT, status
 
     report = status(settings)  # what `python -m router --status` prints
     assert report["current"] is True and report["notes"] == 4
     assert "adapted to this store" in report["router"] and "names learned" in report["router"]
-    assert report["vote"].endswith("weight 2.5")
+    assert report["vote"].endswith(f"weight {ADAPTED_VOTE_WEIGHT:g}")
 
 
 @pytest.mark.slow  # ingests notes and fits the embedding router

@@ -201,7 +201,7 @@ def _quantize(model_in: Path, model_out: Path, ffn_only: bool) -> None:
     The weights use 7 of their 8 bits (`reduce_range`). On an x86 CPU without VNNI, ONNX Runtime
     multiplies uint8 activations by int8 weights with an instruction that adds pairs of products
     into int16 and saturates: 2 x 255 x 127 overflows it, 2 x 255 x 64 does not. With full-range
-    weights the vectors therefore depended on the CPU (a router fit on a VNNI machine lost 4 val
+    weights the vectors therefore depended on the CPU (a router fit on another machine lost 4 val
     questions on an AVX2 one); with 7-bit weights the integer products are exact on every x86
     CPU, so a store, a router and a benchmark give the same vectors everywhere.
     """

@@ -38,10 +38,11 @@ UNIFORM_MODES: dict[str, dict[str, str]] = {
     "none": {"single": "none", "pair": "none", "low": "none"},
 }
 # Chosen on the QA dev halves of the team's household and the third household, pooled, hybrid on
-# (`python -m eval filtering --household ...`, docs/results/filtering.md): soft beat hard by two
-# questions in the confident band; in `pair` and `low` the modes tie on hit@3 and soft keeps more
-# of the retrieved chunks in the gold category, the tie-break. So `auto` is soft in every band.
-AUTO_MODES = {"single": "soft", "pair": "soft", "low": "soft"}
+# (`python -m eval filtering --household ...`, docs/results/filtering.md), with the committed router
+# (refit on 7-bit int8 vectors): hard and soft tie on hit@3 in every band and neither keeps more
+# chunks in the gold category by the margin, so the original policy stays. (With the head before
+# that refit soft won the `single` band by two questions; the choice turns on a question or two.)
+AUTO_MODES = {"single": "hard", "pair": "hard", "low": "none"}
 # Score bonus for a category the router gives probability 1 (cosines are ~0.3-0.8). On the QA dev
 # split with the default router, 0.2 tied 0.1 on hit@3 with a higher MRR and category precision
 # (0.952 vs 0.907), and 0.05 lost a question (docs/results/filtering.md).

@@ -214,7 +214,7 @@ def _quantize(model_in: Path, model_out: Path, ffn_only: bool) -> None:
     matmuls = [n.name for n in graph.node if n.op_type == "MatMul"]
     chosen = [name for name in matmuls if _is_ffn(name)] if ffn_only else matmuls
     root = logging.getLogger()
-    level = root.level
+    level, handlers = root.level, list(root.handlers)
     root.setLevel(logging.ERROR)  # its advice to pre-process the model is for static quantization
     try:
         quantize_dynamic(
@@ -227,6 +227,10 @@ def _quantize(model_in: Path, model_out: Path, ffn_only: bool) -> None:
         )
     finally:
         root.setLevel(level)
+        # It logs through `logging.warning`, which gives the root logger a stderr handler when it has
+        # none; left there, every library logger set to DEBUG (bm25s's is) would print in the app.
+        for handler in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(handler)
 
 
 def _is_ffn(node_name: str) -> bool:

@@ -3,6 +3,8 @@ built with one encoder refuses to be searched or written with another."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -156,3 +158,19 @@ def test_int8_recipe_is_exact_on_every_x86_cpu(tmp_path) -> None:
     exact = ((x_q - zero) @ w_q).astype(np.float32) * scale * w_scale
     np.testing.assert_allclose(got, exact, rtol=1e-5)
     np.testing.assert_allclose(got, x @ weights, rtol=0.01)  # and close to the float MatMul
+
+    # Quantizing leaves the root logger as it found it: in a fresh process (pytest gives the root
+    # logger handlers of its own) it has no handler after, so bm25s's DEBUG logger stays quiet.
+    script = (
+        "import logging, sys; from pathlib import Path; from core.encoders import _quantize; "
+        "_quantize(Path(sys.argv[1]), Path(sys.argv[2]), ffn_only=False); "
+        "print(len(logging.getLogger().handlers))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "fp32.onnx"), str(tmp_path / "again.onnx")],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.strip() == "0", done.stderr

@@ -33,12 +33,21 @@ def out_of_fold_hints(
 
     from core.models import embed
     from finetune.data import Dropped, note_examples
-    from router.embedding import VOTE_K, VOTE_POWER, EmbeddingRouter, blocks, char_vectorizer, full_width
+    from router.embedding import (
+        VOTE_K,
+        VOTE_POWER,
+        EmbeddingRouter,
+        blocks,
+        char_vectorizer,
+        full_width,
+        word_vectorizer,
+    )
     from router.llm import hint_line
     from router.meta import MAKE_EMBEDDING, read_meta
 
     base = read_meta(settings.embedding_router_dir, MAKE_EMBEDDING)
     weight, c = float(base.get("char_weight", 0.0)), float(base.get("C", 1.0))
+    word_weight = float(base.get("word_weight", 0.0))
     vote, temperature = float(base.get("vote_weight", 0.0)), float(base.get("temperature", 1.0))
     notes, _ = note_examples(settings.notes_dir, labels, Dropped())
     index = {category: i for i, category in enumerate(labels.ids)}
@@ -55,12 +64,19 @@ def out_of_fold_hints(
             continue
         fit_texts = [t for t, h in zip(texts, held, strict=True) if not h] + note_texts
         chars = char_vectorizer().fit(fit_texts) if weight else None
+        words = word_vectorizer().fit(fit_texts) if word_weight else None
         features = blocks(
-            np.vstack([vectors[~held], note_vectors]), [(weight, chars.transform(fit_texts) if chars else None)]
+            np.vstack([vectors[~held], note_vectors]),
+            [
+                (weight, chars.transform(fit_texts) if chars else None),
+                (word_weight, words.transform(fit_texts) if words else None),
+            ],
         )
         clf = LogisticRegression(C=c, max_iter=3000).fit(features, np.concatenate([y[~held], y_notes]))
         coef, intercept = full_width(clf, labels)
-        router = EmbeddingRouter(coef, intercept, labels, None, chars, weight, vote, temperature)
+        router = EmbeddingRouter(
+            coef, intercept, labels, None, chars, weight, vote, temperature, words=words, word_weight=word_weight
+        )
         router.vote_k = int(base.get("vote_k", VOTE_K))
         router.vote_power = float(base.get("vote_power", VOTE_POWER))
         router.attach_store(store)

@@ -9,8 +9,12 @@ QA split (default test) with the router off, the hard filter and the soft filter
 answerable questions, category precision (share of retrieved chunks in the gold category) over
 all, routing accuracy, and the paired bootstrap interval of on − off hit@3.
 
-Distractor embeddings are cached in `--work` (keyed on seed, generator version and encoder), so a second
-run embeds nothing; embedding runs ~30 chunks/s per core here. The router is the configured
+Any household runs the same way: `--notes DIR --qa-file FILE` (Vossberg's file has no halves:
+`--split all`). Distractor embeddings are cached in `--work` by their text and the encoder, so a
+second run embeds nothing and another household's run embeds only the paragraphs its own QA
+keywords changed; embedding runs ~20-30 chunks/s per core here. `--pool A.json B.json ...` adds
+up runs written with `--json` (one per household) size by size, with the paired bootstrap over all
+their questions. The router is the configured
 backend (default `embedding`), which adapts to the store it serves, distractors included, as it
 would for a user who ingested those manuals.
 """
@@ -18,6 +22,7 @@ would for a user who ingested those manuals.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -62,16 +67,35 @@ def make_parser() -> argparse.ArgumentParser:
         help="more soft-filter settings of how many first notes may come from any category, comma-separated "
         "(e.g. 0 for every place, the filter before router.policy.SOFT_OPEN_NOTES)",
     )
+    parser.add_argument("--notes", type=Path, help="the household's notes folder (default data/notes)")
+    parser.add_argument("--qa-file", type=Path, help="the household's QA file (default data/eval/qa.jsonl)")
     parser.add_argument("--work", type=Path, help="store and embedding cache folder (default var/growth)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON")
+    parser.add_argument(
+        "--pool",
+        nargs="+",
+        type=Path,
+        metavar="JSON",
+        help="print the table of these --json runs added up size by size (runs nothing else)",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
+    if args.pool:
+        print(markdown(pool([json.loads(path.read_text()) for path in args.pool], args.pool)))
+        return 0
     base = from_env()
     work = args.work or base.var_dir / "growth"
-    settings = from_env(store=work / "store", collection="growth", var_dir=work / "var")
+    household = {"notes_dir": args.notes, "qa_file": args.qa_file}
+    # Another household's store and adapted router sit in their own folder, so runs can go side by side;
+    # the embedding cache in `work` is shared.
+    run_dir = work / args.notes.resolve().parent.name if args.notes else work
+    settings = from_env(
+        store=run_dir / "store", collection="growth", var_dir=run_dir / "var",
+        **{key: value for key, value in household.items() if value is not None},
+    )  # fmt: skip
     hybrid = base.hybrid if args.hybrid is None else args.hybrid == "on"
     backend = args.backend or base.router_backend
     sizes = sorted(int(s) for s in args.sizes.split(","))
@@ -84,11 +108,14 @@ def main(argv: list[str] | None = None) -> int:
     keywords = [k for item in items for k in item.keywords]
     if args.split != "all":
         items = [item for item in items if item.split == args.split]
+    if not items:
+        print(f"{settings.qa_file} has no {args.split} questions (a file without halves: --split all)", file=sys.stderr)
+        return 2
 
     store = _fresh_store(settings, labels)
     note_chunks = store.counts()[1]
-    vectors = _distractor_vectors(work, args.seed, sizes[-1], keywords)
     texts = list(distractors(sizes[-1], args.seed, keywords))
+    vectors = _distractor_vectors(work, args.seed, texts)
 
     from router.registry import load_router
 
@@ -108,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m benchmarks.growth " + " ".join(argv if argv is not None else sys.argv[1:])
     result = {
         "command": command,
+        "notes": str(settings.notes_dir),
+        "qa_file": str(settings.qa_file),
         "backend": backend,
         "hybrid": hybrid,
         "boost": loaded.policy.boost,
@@ -138,29 +167,35 @@ def _fresh_store(settings: Any, labels: Any) -> NoteStore:
     return store
 
 
-def _distractor_vectors(work: Path, seed: int, n: int, keywords: list[str]) -> Any:
-    """MiniLM vectors of the first `n` distractors, from the cache, embedding (and caching) the rest."""
+def _distractor_vectors(work: Path, seed: int, texts: list[Distractor]) -> Any:
+    """MiniLM vectors of `texts`, from the cache, embedding (and caching) the paragraphs it lacks.
+
+    The cache maps each indexed text's sha1 to its vector, so households whose QA keywords redraw a
+    few paragraphs share the rest."""
     from core.models import embed
     from core.settings import from_env
 
     # Keyed on the encoder too: a store refuses vectors of another encoder, and so must the cache.
-    path = work / f"distractors-seed{seed}-v{GENERATOR_VERSION}-{from_env().encoder}.npy"
-    cached = np.load(path) if path.exists() else np.zeros((0, 384), dtype=np.float32)
-    if len(cached) >= n:
-        return cached[:n]
-    texts = [_indexed(d) for d in distractors(n, seed, keywords)]
+    path = work / f"distractors-seed{seed}-v{GENERATOR_VERSION}-{from_env().encoder}.npz"
+    keys = [hashlib.sha1(_indexed(d).encode()).hexdigest() for d in texts]
+    known: dict[str, Any] = {}
+    if path.exists():
+        with np.load(path) as cached:
+            known = dict(zip(cached["keys"].tolist(), cached["vectors"], strict=True))
+    missing = list({key: i for i, key in enumerate(keys) if key not in known}.values())  # each text once
     work.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    parts = [cached]
-    done = len(cached)
-    while done < n:
-        batch = texts[done : done + EMBED_BATCH]
-        parts.append(np.asarray(embed(batch), dtype=np.float32))
-        done += len(batch)
-        np.save(path, np.concatenate(parts))  # resumable: a killed run keeps what it embedded
-        rate = (done - len(cached)) / (time.perf_counter() - start)
-        print(f"embedded {done}/{n} distractors ({rate:.0f} chunks/s)", file=sys.stderr)
-    return np.concatenate(parts)[:n]
+    for done in range(0, len(missing), EMBED_BATCH):
+        batch = missing[done : done + EMBED_BATCH]
+        vectors = np.asarray(embed([_indexed(texts[i]) for i in batch]), dtype=np.float32)
+        known.update(zip((keys[i] for i in batch), vectors, strict=True))
+        if (done // EMBED_BATCH) % 8 == 7 or done + EMBED_BATCH >= len(missing):  # resumable: a killed run keeps most
+            tmp = path.with_suffix(f".{os.getpid()}.npz")
+            np.savez(tmp, keys=np.array(list(known)), vectors=np.stack(list(known.values())))
+            tmp.replace(path)
+        rate = (done + len(batch)) / (time.perf_counter() - start)
+        print(f"embedded {done + len(batch)}/{len(missing)} distractors ({rate:.0f} chunks/s)", file=sys.stderr)
+    return np.stack([known[key] for key in keys]) if keys else np.zeros((0, 384), dtype=np.float32)
 
 
 def _indexed(d: Distractor) -> str:
@@ -226,10 +261,17 @@ def _score(
             precision[arm].append(sum(in_gold) / len(in_gold) if in_gold else 0.0)
             if item.answerable:
                 hits[arm].append(metrics.hit_at_k(found.note_ids, item.gold_note_ids, 3))
+    routed = [float(r.category == i.category) for r, i in zip(routes, items, strict=True)]
+    return _summary(routed, hits, precision, widened)
+
+
+def _summary(
+    routed: list[float], hits: dict[str, list[float]], precision: dict[str, list[float]], widened: int
+) -> dict[str, Any]:
+    """A size's row from its per-question results (kept in the row, so runs can be pooled)."""
+    arms = list(hits)
     return {
-        "routing_accuracy": round(
-            float(np.mean([r.category == i.category for r, i in zip(routes, items, strict=True)])), 4
-        ),
+        "routing_accuracy": round(float(np.mean(routed)), 4),
         "hard_widened": widened,
         "arms": {
             arm: {
@@ -239,6 +281,40 @@ def _score(
             for arm in arms
         },
         "on_minus_off": {arm: metrics.paired_bootstrap(hits["off"], hits[arm]) for arm in arms if arm != "off"},
+        "per_question": {"routed": routed, "hits": hits, "precision": precision},
+    }
+
+
+def pool(results: list[dict[str, Any]], paths: Sequence[Path] = ()) -> dict[str, Any]:
+    """Runs of several households added up at each distractor count they all have (paired bootstrap over all)."""
+    by_size = [{row["distractors"]: row for row in result["rows"]} for result in results]
+    sizes = sorted(set.intersection(*(set(rows) for rows in by_size)))
+    if not sizes:
+        raise ValueError("the runs share no distractor count: run them with the same --sizes")
+    pooled = []
+    for size in sizes:
+        rows = [rows[size] for rows in by_size]
+        arms = [arm for arm in rows[0]["arms"] if all(arm in row["arms"] for row in rows)]
+        qs = [row["per_question"] for row in rows]
+        row = _summary(
+            [x for q in qs for x in q["routed"]],
+            {arm: [x for q in qs for x in q["hits"][arm]] for arm in arms},
+            {arm: [x for q in qs for x in q["precision"][arm]] for arm in arms},
+            sum(row["hard_widened"] for row in rows),
+        )
+        row.update(
+            distractors=size, chunks=max(r["chunks"] for r in rows), note_chunks=sum(r["note_chunks"] for r in rows)
+        )
+        pooled.append(row)
+    first = results[0]
+    return {
+        **{key: first.get(key) for key in ("backend", "hybrid", "boost", "open_notes", "k")},
+        "command": "python -m benchmarks.growth --pool " + " ".join(str(p) for p in paths),
+        "split": " + ".join(f"{Path(r.get('qa_file', 'qa')).parent.name}:{r['split']}" for r in results),
+        "n": sum(r["n"] for r in results),
+        "answerable": sum(r["answerable"] for r in results),
+        "load_average": first["load_average"],
+        "rows": pooled,
     }
 
 

@@ -42,3 +42,60 @@ def test_growth_scores_the_soft_filter_at_each_boost(tmp_path: Path, write_note)
     table = markdown({"command": "growth", "backend": "test", "hybrid": False, "k": 1, "split": "test", "n": 1,
                       "answerable": 1, "load_average": [0.0], "rows": [row]})  # fmt: skip
     assert "The soft filter at other settings:" in table and "| 0 | boost 2 | 0.000 | -1.000 (" in table
+
+
+def test_distractor_vectors_are_cached_by_text_so_another_household_embeds_only_its_redraws(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import numpy as np
+
+    import core.models
+    from benchmarks.distractors import distractors
+    from benchmarks.growth import _distractor_vectors
+
+    embedded: list[str] = []
+
+    def counting_embed(texts: list[str]) -> np.ndarray:
+        embedded.extend(texts)
+        return np.stack([np.full(384, float(len(t)), dtype=np.float32) for t in texts])
+
+    monkeypatch.setattr(core.models, "embed", counting_embed)
+    team = list(distractors(4, seed=7))
+    first = _distractor_vectors(tmp_path, 7, team)
+    assert first.shape == (4, 384) and len(embedded) == 4
+    # Another household's keyword redraws paragraph 2: only that one is embedded again.
+    word = team[2].text.split()[3].strip(".,:;")
+    other = list(distractors(4, seed=7, keywords=[word]))
+    assert other[2] != team[2] and other[:2] == team[:2]
+    embedded.clear()
+    second = _distractor_vectors(tmp_path, 7, other)
+    assert len(embedded) == sum(o != t for o, t in zip(other, team, strict=True)) >= 1
+    assert np.array_equal(second[:2], first[:2]) and second.shape == (4, 384)
+    embedded.clear()
+    assert np.array_equal(_distractor_vectors(tmp_path, 7, team), first) and embedded == []  # from the file
+
+
+def test_growth_pools_households_size_by_size() -> None:
+    from benchmarks.growth import _summary, markdown, pool
+
+    def run(size_rows: dict[int, tuple[list[float], list[float]]], qa: str) -> dict:
+        rows = []
+        for size, (off, hard) in size_rows.items():
+            hits = {"off": off, "hard": hard, "soft": hard}
+            row = _summary([1.0] * len(off), hits, {arm: [1.0] * len(off) for arm in hits}, 1)
+            row.update(distractors=size, chunks=size + 10, note_chunks=10)
+            rows.append(row)
+        return {"backend": "embedding", "hybrid": True, "boost": 0.2, "open_notes": 3, "k": 5, "split": "test",
+                "qa_file": qa, "n": len(off), "answerable": len(off), "load_average": [1.0], "rows": rows}  # fmt: skip
+
+    a = run({1000: ([1, 1, 0], [1, 1, 1]), 10000: ([1, 0, 0], [1, 1, 0])}, "data/eval/qa.jsonl")
+    b = run({10000: ([1, 0], [1, 1]), 50000: ([0, 0], [1, 1])}, "data/households/vossberg/qa.jsonl")
+    pooled = pool([a, b])
+    assert [row["distractors"] for row in pooled["rows"]] == [10000]  # the only size both have
+    row = pooled["rows"][0]
+    assert row["arms"]["off"]["hit_at_3"] == 0.4 and row["arms"]["hard"]["hit_at_3"] == 0.8
+    assert row["on_minus_off"]["hard"]["mean"] == pytest.approx(0.4) and row["hard_widened"] == 2
+    assert pooled["n"] == 5 and pooled["split"] == "eval:test + vossberg:test"
+    assert "| 10,000 | 10,010 |" in markdown(pooled)
+    with pytest.raises(ValueError, match="same --sizes"):
+        pool([a, run({50000: ([1], [1])}, "x/qa.jsonl")])

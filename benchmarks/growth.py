@@ -323,11 +323,16 @@ def _row_line(row: dict[str, Any]) -> str:
     return f"+{row['distractors']} distractors ({row['chunks']} chunks): hit@3/cat.prec. {arms}"
 
 
+def _halves(split: str) -> str:
+    """ "test half", "whole file", or a pooled run's own list ("eval:test + vossberg:all")."""
+    return {"all": "whole file", "dev": "dev half", "test": "test half"}.get(split, split)
+
+
 def markdown(result: dict[str, Any]) -> str:
     lines = [
         f"`{result['command']}` — router `{result['backend']}`, hybrid {'on' if result['hybrid'] else 'off'}, "
         f"soft boost {result.get('boost')}, soft open notes {result.get('open_notes')}, "
-        f"k = {result['k']}, QA {result['split']} half ({result['n']} questions, {result['answerable']} answerable), "
+        f"k = {result['k']}, QA {_halves(result['split'])} ({result['n']} questions, {result['answerable']} answerable), "
         f"load average at the end {' / '.join(str(x) for x in result['load_average'])}",
         "",
         "| distractors | chunks | routing acc. | hit@3 off | hit@3 hard | hit@3 soft | hard − off (95% CI) | "

@@ -96,6 +96,7 @@ def test_growth_pools_households_size_by_size() -> None:
     assert row["arms"]["off"]["hit_at_3"] == 0.4 and row["arms"]["hard"]["hit_at_3"] == 0.8
     assert row["on_minus_off"]["hard"]["mean"] == pytest.approx(0.4) and row["hard_widened"] == 2
     assert pooled["n"] == 5 and pooled["split"] == "eval:test + vossberg:test"
+    assert "QA eval:test + vossberg:test (5 questions" in markdown(pooled)
     assert "| 10,000 | 10,010 |" in markdown(pooled)
     with pytest.raises(ValueError, match="same --sizes"):
         pool([a, run({50000: ([1], [1])}, "x/qa.jsonl")])

@@ -27,7 +27,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from core.store import ChunkMeta, Hit, NoteStore, indexed_text, normalize_where
+import numpy as np
+
+from core.store import ChunkMeta, Hit, NoteStore, filter_categories, indexed_text, normalize_where
 
 # Calibrated on data/eval/qa.jsonl (`python -m benchmarks.ingest calibrate`, docs/results/ingest.md):
 # with the right category filter 95% of answerable questions find a chunk scoring >= 0.42; with a
@@ -200,7 +202,7 @@ def _fused(
     return [RetrievedChunk.from_hit(known.get(cid) or scored[cid]) for cid in top if cid in known or cid in scored]
 
 
-_bm25_cache: OrderedDict[tuple[str, str, int, str], tuple[Any, list[str], list[str]]] = OrderedDict()
+_bm25_cache: OrderedDict[tuple[str, str, int, str], tuple[Any, list[str], Any]] = OrderedDict()
 
 
 def _bm25_hits(
@@ -208,25 +210,33 @@ def _bm25_hits(
 ) -> list[tuple[str, float, str]]:
     """(chunk id, BM25 score, category) for `question` within `where`, best first.
 
-    Indexes are cached per store generation and filter.
+    A filter on categories alone searches the whole store's index with the other categories masked
+    out, so a chunk scores the same with and without the filter (an index of one category would
+    weigh words by that category alone: "breaker" is common among electrical notes and rare in the
+    store, and the filtered list would then rank the electrical chunks otherwise than the
+    unfiltered one). Other filters get their own index. Indexes are cached per store generation.
     """
     import bm25s
 
-    key = (store.location, store.name, store.generation(), json.dumps(where, sort_keys=True))
+    categories = filter_categories(where)
+    indexed = None if categories is not None else where
+    key = (store.location, store.name, store.generation(), json.dumps(indexed, sort_keys=True))
     if key not in _bm25_cache:
-        hits = store.documents(where)
+        hits = store.documents(indexed)
         metas = [ChunkMeta.from_metadata(h.metadata) for h in hits]
         texts = [indexed_text(m.title, h.text) for m, h in zip(metas, hits, strict=True)]
         index = bm25s.BM25()
         if texts:
             index.index(bm25s.tokenize(texts, stopwords="en", show_progress=False), show_progress=False)
-        _bm25_cache[key] = (index, [h.id for h in hits], [m.category for m in metas])
+        _bm25_cache[key] = (index, [h.id for h in hits], np.array([m.category for m in metas], dtype=object))
         while len(_bm25_cache) > _BM25_CACHE_SIZE:
             _bm25_cache.popitem(last=False)
     _bm25_cache.move_to_end(key)
-    index, ids, categories = _bm25_cache[key]
+    index, ids, cats = _bm25_cache[key]
+    mask = None if categories is None else np.isin(cats, categories).astype(np.float32)
+    allowed = len(ids) if mask is None else int(mask.sum())
     tokens = bm25s.tokenize([question], stopwords="en", show_progress=False, return_ids=False)
-    if not ids or not tokens[0]:
+    if not allowed or not tokens[0]:
         return []
-    docs, scores = index.retrieve(tokens, k=min(depth, len(ids)), show_progress=False)
-    return [(ids[int(d)], float(s), categories[int(d)]) for d, s in zip(docs[0], scores[0], strict=True) if s > 0]
+    docs, scores = index.retrieve(tokens, k=min(depth, allowed), weight_mask=mask, show_progress=False)
+    return [(ids[int(d)], float(s), str(cats[int(d)])) for d, s in zip(docs[0], scores[0], strict=True) if s > 0]

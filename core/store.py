@@ -576,7 +576,7 @@ class NoteStore:
     def _sources(self, where: dict[str, Any] | None) -> list[tuple[Any, dict[str, Any] | None]]:
         """(collection, where) pairs to search: the category collections a pure category filter
         names (no filter left to apply), else the whole collection with the filter."""
-        categories = _filter_categories(where) if self.partitioned else None
+        categories = filter_categories(where) if self.partitioned else None
         if categories is None:
             return [(self._chunks, where)]
         found = [self._partition(c, create=False) for c in categories]
@@ -650,7 +650,7 @@ def partition_name(name: str, category: str) -> str:
     return f"{name}{PARTITION_INFIX}h{hashlib.sha256(category.encode()).hexdigest()[:16]}"
 
 
-def _filter_categories(where: dict[str, Any] | None) -> list[str] | None:
+def filter_categories(where: dict[str, Any] | None) -> list[str] | None:
     """The categories a filter on `category` alone keeps (`c`, `{"$eq": c}`, `{"$in": [...]}`), else None."""
     if not where or set(where) != {"category"}:
         return None

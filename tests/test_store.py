@@ -25,6 +25,7 @@ from core.store import (
     NoteStore,
     NoteVersion,
     StoreMissing,
+    indexed_text,
     normalize_where,
     open_store,
 )
@@ -353,6 +354,34 @@ def test_hybrid_search_fuses_keyword_hits(house_store: NoteStore) -> None:
     assert all(-1 <= c.score <= 1 for c in result.chunks)
     filtered = retrieve(house_store, "E5 high-limit", k=2, where={"category": "pool"}, hybrid=True, min_score=0)
     assert {c.category for c in filtered.chunks} == {"pool"} and filtered.chunks[0].note_id == "pool-heater-error-codes"
+
+
+def test_a_category_filter_masks_the_keyword_search_and_does_not_rescore_it(house_store: NoteStore) -> None:
+    """A chunk's BM25 score is the whole store's with or without a category filter (one index,
+    the other categories masked out); an index of the category alone would weigh its words anew."""
+    import bm25s
+
+    from core.retrieval import _bm25_hits
+
+    question = "pool pump heater error breaker"
+    everything = {cid: (score, category) for cid, score, category in _bm25_hits(house_store, question, 100, None)}
+    for where in ({"category": "pool"}, {"category": {"$in": ["pool", "hvac"]}}):
+        wanted = {"pool"} if where["category"] == "pool" else {"pool", "hvac"}
+        filtered = _bm25_hits(house_store, question, 100, where)
+        assert filtered and {category for _, _, category in filtered} <= wanted
+        assert {cid: (score, category) for cid, score, category in filtered} == {
+            cid: hit for cid, hit in everything.items() if hit[1] in wanted
+        }
+        assert [score for _, score, _ in filtered] == sorted((score for _, score, _ in filtered), reverse=True)
+    # What it replaced: the pool chunks' own index scores them otherwise (IDF over pool alone).
+    pool = house_store.documents({"category": "pool"})
+    texts = [indexed_text(h.metadata["title"], h.text) for h in pool]
+    alone = bm25s.BM25()
+    alone.index(bm25s.tokenize(texts, stopwords="en", show_progress=False), show_progress=False)
+    tokens = bm25s.tokenize([question], stopwords="en", show_progress=False, return_ids=False)
+    docs, scores = alone.retrieve(tokens, k=len(pool), show_progress=False)
+    own = {pool[int(d)].id: float(s) for d, s in zip(docs[0], scores[0], strict=True) if s > 0}
+    assert any(abs(own[cid] - everything[cid][0]) > 1e-6 for cid in own if cid in everything)
 
 
 # -- per-category collections -------------------------------------------------------------------

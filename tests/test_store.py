@@ -19,6 +19,7 @@ from core.errors import HousechatError
 from core.retrieval import retrieve
 from core.settings import PROJECT_ROOT, Settings, from_env
 from core.store import (
+    HNSW_EF_SEARCH,
     PARTITIONS_KEY,
     Embedder,
     NoteEntry,
@@ -597,6 +598,26 @@ def test_a_store_from_before_category_collections_keeps_working_and_gets_them(
         assert set(rebuilt._partition(category, create=False).get(include=[])["ids"]) == ids
     after = retrieve(rebuilt, question, k=3, where={"category": "pool"})
     assert [c.id for c in after.chunks] == [c.id for c in before.chunks]
+
+
+def test_searches_are_wide_and_a_store_made_narrower_is_widened_when_opened(store_settings: Settings) -> None:
+    """Chroma's default HNSW width missed a tenth of the exact top 5 at 51k chunks (benchmarks.ann_recall)."""
+    store = open_store(store_settings, embedder=hashed_embedder())
+    fill(store, notes=12)
+
+    def widths(s: NoteStore) -> list[int]:
+        collections = [s._chunks] + [s._partition(c, create=False) for c in PART_CATEGORIES]
+        return [int(c.configuration["hnsw"]["ef_search"]) for c in collections]
+
+    assert widths(store) == [HNSW_EF_SEARCH] * (1 + len(PART_CATEGORIES)) and HNSW_EF_SEARCH > 100
+    for collection in [store._chunks] + [store._partition(c, create=False) for c in PART_CATEGORIES]:
+        collection.modify(configuration={"hnsw": {"ef_search": 100}})  # as a store made before the setting
+    assert widths(open_store(store_settings, embedder=hashed_embedder(), create=False)) == [HNSW_EF_SEARCH] * (
+        1 + len(PART_CATEGORIES)
+    )
+    reopened = open_store(store_settings, embedder=hashed_embedder())
+    assert reopened.search(reopened.embed(["note 3 chunk 1"])[0], 3)[0].text == "note 3 chunk 1"
+    assert reopened.search(reopened.embed(["note 4 chunk 2"])[0], 2, {"category": "plumbing"})[0].text == "note 4 chunk 2"
 
 
 def test_a_deleted_whole_collection_takes_its_category_collections_along(store_settings: Settings) -> None:

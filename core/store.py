@@ -661,9 +661,10 @@ def partition_name(name: str, category: str) -> str:
 def _search_wide(collection: Any) -> Any:
     """`collection`, its HNSW search widened to `HNSW_EF_SEARCH` if it was made with less.
 
-    Chroma keeps the setting with the collection and applies it when the index is next loaded, so
-    a store made before the setting searches widely from its next open on. A store this process
-    cannot write to (read-only files) keeps its old setting, with a warning."""
+    Chroma keeps the setting with the collection and applies it when a process loads the index,
+    so a store made before the setting searches widely from here on (or from the next start, in a
+    process that had searched it already). A store this process cannot write to (read-only files)
+    keeps its old setting, with a warning."""
     hnsw = (getattr(collection, "configuration", None) or {}).get("hnsw") or {}
     if not hnsw or int(hnsw.get("ef_search") or 0) >= HNSW_EF_SEARCH:
         return collection

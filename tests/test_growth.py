@@ -100,3 +100,30 @@ def test_growth_pools_households_size_by_size() -> None:
     assert "| 10,000 | 10,010 |" in markdown(pooled)
     with pytest.raises(ValueError, match="same --sizes"):
         pool([a, run({50000: ([1], [1])}, "x/qa.jsonl")])
+
+
+@pytest.mark.slow  # two fresh processes load Chroma and the encoder
+def test_ann_recall_measures_each_width_against_exact_search_and_puts_the_width_back(
+    tmp_path: Path, write_note, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from benchmarks.ann_recall import _collection, main
+    from ingest.cli import main as ingest_main
+
+    notes = tmp_path / "notes"
+    write_note(notes, "pool-pump", "pool", "Replaced the Aquavolt VS-2 pump seal in May 2024.")
+    write_note(notes, "hvac-filter", "hvac", "The furnace takes a 16x25x1 MERV 11 filter.")
+    write_note(notes, "roof-leak", "roof", "Shingles over the porch lifted in the March storm.")
+    assert ingest_main(["--store", str(tmp_path / "store"), str(notes)]) == 0
+    qa = tmp_path / "qa.jsonl"
+    rows = [{"question": q, "split": "dev"} for q in ("when was the pump seal replaced", "which furnace filter")]
+    qa.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    _collection(tmp_path / "store", "house_notes").modify(configuration={"hnsw": {"ef_search": 300}})
+
+    args = ["--store", str(tmp_path / "store"), "--qa-file", str(qa), "--k", "2", "--ef", "10,800"]
+    assert main(args) == 0
+    table = capsys.readouterr().out
+    assert "3 chunks, 2 questions, k = 2" in table
+    assert "| 10 | 1.000 | 1.00 | 1.000 |" in table and "| 800 | 1.000 | 1.00 | 1.000 |" in table  # 3 chunks: exact
+    assert _collection(tmp_path / "store", "house_notes").configuration["hnsw"]["ef_search"] == 300  # as it was

@@ -617,7 +617,9 @@ def test_searches_are_wide_and_a_store_made_narrower_is_widened_when_opened(stor
     )
     reopened = open_store(store_settings, embedder=hashed_embedder())
     assert reopened.search(reopened.embed(["note 3 chunk 1"])[0], 3)[0].text == "note 3 chunk 1"
-    assert reopened.search(reopened.embed(["note 4 chunk 2"])[0], 2, {"category": "plumbing"})[0].text == "note 4 chunk 2"
+    assert (
+        reopened.search(reopened.embed(["note 4 chunk 2"])[0], 2, {"category": "plumbing"})[0].text == "note 4 chunk 2"
+    )
 
 
 def test_a_deleted_whole_collection_takes_its_category_collections_along(store_settings: Settings) -> None:

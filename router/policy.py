@@ -40,8 +40,9 @@ UNIFORM_MODES: dict[str, dict[str, str]] = {
 # Chosen by the rule in docs/results/filtering.md (2026-12-02, written before its new run): the
 # answerable dev questions found in the top 3, hybrid on, added up over `python -m eval filtering`'s
 # pooled dev halves (a tie, 142 each) and the growth benchmark's dev halves at 10,000 and 50,000
-# distractors for the team and the third household: soft 420, the original hard policy 419. One
-# question of 465: soft never drops a chunk, so a wrong route costs rank, not the note.
+# distractors for the team and the third household: soft 420, the original hard policy 419, of 438;
+# again after the keyword and search-width changes, 421 / 416 and 423 / 422. A question or so either
+# way: soft never drops a chunk, so a wrong route costs rank, not the note.
 AUTO_MODES = {"single": "soft", "pair": "soft", "low": "soft"}
 # Score bonus for a category the router gives probability 1 (cosines are ~0.3-0.8). On the QA dev
 # split with the default router, 0.2 tied 0.1 on hit@3 with a higher MRR and category precision

@@ -293,7 +293,7 @@ def pool(results: list[dict[str, Any]], paths: Sequence[Path] = ()) -> dict[str,
         raise ValueError("the runs share no distractor count: run them with the same --sizes")
     pooled = []
     for size in sizes:
-        rows = [rows[size] for rows in by_size]
+        rows = [run_rows[size] for run_rows in by_size]
         arms = [arm for arm in rows[0]["arms"] if all(arm in row["arms"] for row in rows)]
         qs = [row["per_question"] for row in rows]
         row = _summary(

@@ -65,7 +65,7 @@ def _add_common(parser: argparse.ArgumentParser, suppress: bool = False) -> None
         choices=list(FILTER_MODES),
         default=default,
         help="how retrieval uses the route: auto (per confidence band, chosen on the QA dev split; the "
-        "default), hard (only the routed categories), soft (routed categories ranked up), none "
+        "default), hard (only the routed categories), soft (routed categories ranked up), lift (routed categories first, in the unfiltered order), none "
         "(env HOUSECHAT_FILTER_MODE)",
     )
     parser.add_argument(

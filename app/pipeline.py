@@ -76,7 +76,7 @@ class Answer:
     text: str = ""
     done: bool = False
     timings: dict[str, float] = field(default_factory=dict)  # route, retrieve, first_token, answer, total
-    filter_mode: str = "none"  # how retrieval used the route: hard, soft or none (router.policy)
+    filter_mode: str = "none"  # how retrieval used the route: hard, soft, lift or none (router.policy)
     chunks: list[RetrievedChunk] = field(default_factory=list)  # what the answerer read
     grounding: Grounding | None = None  # set when the answer is done
 
@@ -327,6 +327,7 @@ def plan_and_retrieve(
         boost=plan.boost,
         query_vector=query_vector,
         open_notes=plan.open_notes,
+        lift=plan.mode == "lift",
     )
     return plan, found
 

@@ -168,6 +168,10 @@ def badge_details(answer: Answer) -> str:
         lines.append("**Filter:** none — every note was searched")
     elif answer.filter_mode == "soft":
         lines.append(f"**Filter:** soft `{json.dumps(answer.where)}` — these categories ranked up, every note searched")
+    elif answer.filter_mode == "lift" and not answer.widened:
+        lines.append(
+            f"**Filter:** lift `{json.dumps(answer.where)}` — these categories' notes first, in the order of a search of every note"
+        )
     else:
         lines.append(
             f"**Filter:** `{json.dumps(answer.where)}`"

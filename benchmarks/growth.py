@@ -5,7 +5,7 @@
 Ingests data/notes into a fresh store under `--work` (default var/growth), then adds generated
 manual-like distractor chunks (benchmarks/distractors.py: 20 categories, deterministic from
 `--seed`, none containing a QA keyword) in steps up to each size, and at each size scores the
-QA split (default test) with the router off, the hard filter and the soft filter: hit@3 over the
+QA split (default test) with the router off and the hard, soft and lift filters: hit@3 over the
 answerable questions, category precision (share of retrieved chunks in the gold category) over
 all, routing accuracy, and the paired bootstrap interval of on − off hit@3.
 
@@ -30,6 +30,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ from core.settings import from_env
 from core.store import NoteEntry, NoteStore, NoteVersion, open_store
 from eval import metrics
 
-ARMS = ("off", "hard", "soft")
+ARMS = ("off", "hard", "soft", "lift")
 EMBED_BATCH = 256
 
 
@@ -66,6 +67,12 @@ def make_parser() -> argparse.ArgumentParser:
         default="",
         help="more soft-filter settings of how many first notes may come from any category, comma-separated "
         "(e.g. 0 for every place, the filter before router.policy.SOFT_OPEN_NOTES)",
+    )
+    parser.add_argument(
+        "--lift-open",
+        default="",
+        help="more lift-filter settings of how many first unfiltered notes keep their places, comma-separated "
+        "(router.policy.LIFT_OPEN_NOTES is scored anyway)",
     )
     parser.add_argument("--notes", type=Path, help="the household's notes folder (default data/notes)")
     parser.add_argument("--qa-file", type=Path, help="the household's QA file (default data/eval/qa.jsonl)")
@@ -101,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = sorted(int(s) for s in args.sizes.split(","))
     boosts = [float(b) for b in args.boosts.split(",") if b.strip()]
     opens = [int(n) for n in args.open_notes.split(",") if n.strip()]
+    lifts = [int(n) for n in args.lift_open.split(",") if n.strip()]
     labels = load_categories(settings.categories_file)
     items, errors = read_qa(settings.qa_file, known=set(labels.ids))
     if errors:
@@ -128,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         routes = loaded.router.route_batch([item.question for item in items])  # adapts to the store first
         route_s = time.perf_counter() - start
-        row = _score(store, items, routes, loaded.policy, args.k, hybrid, boosts, opens)
+        row = _score(store, items, routes, loaded.policy, args.k, hybrid, boosts, opens, lifts)
         row.update(distractors=size, chunks=store.counts()[1], note_chunks=note_chunks, route_s=round(route_s, 1))
         rows.append(row)
         print(_row_line(row), file=sys.stderr)
@@ -141,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         "hybrid": hybrid,
         "boost": loaded.policy.boost,
         "open_notes": loaded.policy.open_notes,
+        "lift_open": loaded.policy.lift_open,
         "k": args.k,
         "split": args.split,
         "n": len(items),
@@ -238,13 +247,16 @@ def _score(
     hybrid: bool,
     boosts: Sequence[float] = (),
     opens: Sequence[int] = (),
+    lifts: Sequence[int] = (),
 ) -> dict[str, Any]:
     """hit@3, category precision, routing accuracy and on − off per arm at the store's current size.
 
     Each of `boosts` adds a soft arm "soft boost <b>", each of `opens` a soft arm "soft open <n>"
-    (that many first notes from any category), beside the policy's own."""
+    (that many first notes from any category), each of `lifts` a lift arm "lift open <n>", beside
+    the policy's own."""
     variants = {f"soft boost {b:g}": policy.with_mode("soft", boost=b) for b in boosts}
     variants |= {f"soft open {n}": policy.with_mode("soft", open_notes=n) for n in opens}
+    variants |= {f"lift open {n}": replace(policy.with_mode("lift"), lift_open=n) for n in lifts}
     arms = [*ARMS, *variants]
     hits: dict[str, list[float]] = {arm: [] for arm in arms}
     precision: dict[str, list[float]] = {arm: [] for arm in arms}
@@ -329,41 +341,44 @@ def _halves(split: str) -> str:
 
 
 def markdown(result: dict[str, Any]) -> str:
+    rows = result["rows"]
+    modes = [arm for arm in ARMS[1:] if rows and all(arm in row["arms"] for row in rows)]  # older runs lack lift
     lines = [
         f"`{result['command']}` — router `{result['backend']}`, hybrid {'on' if result['hybrid'] else 'off'}, "
         f"soft boost {result.get('boost')}, soft open notes {result.get('open_notes')}, "
+        f"lift open notes {result.get('lift_open', 0)}, "
         f"k = {result['k']}, QA {_halves(result['split'])} ({result['n']} questions, {result['answerable']} answerable), "
         f"load average at the end {' / '.join(str(x) for x in result['load_average'])}",
         "",
-        "| distractors | chunks | routing acc. | hit@3 off | hit@3 hard | hit@3 soft | hard − off (95% CI) | "
-        "soft − off (95% CI) | cat. prec. off | hard | soft | hard widened |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| distractors | chunks | routing acc. | hit@3 off | "
+        + " | ".join(f"hit@3 {m}" for m in modes)
+        + " | "
+        + " | ".join(f"{m} − off (95% CI)" for m in modes)
+        + " | cat. prec. off | "
+        + " | ".join(modes)
+        + " | hard widened |",
+        "|" + "---|" * (5 + 3 * len(modes)),
     ]
-    for row in result["rows"]:
+    for row in rows:
         a, d = row["arms"], row["on_minus_off"]
-
-        def diff(arm: str, d: dict[str, Any] = d) -> str:
-            return f"{d[arm]['mean']:+.3f} ({d[arm]['lo']:+.3f} … {d[arm]['hi']:+.3f})"
-
-        lines.append(
-            f"| {row['distractors']:,} | {row['chunks']:,} | {row['routing_accuracy']:.3f} | {a['off']['hit_at_3']:.3f} | "
-            f"{a['hard']['hit_at_3']:.3f} | {a['soft']['hit_at_3']:.3f} | {diff('hard')} | {diff('soft')} | "
-            f"{a['off']['category_precision']:.3f} | {a['hard']['category_precision']:.3f} | "
-            f"{a['soft']['category_precision']:.3f} | {row['hard_widened']} |"
-        )
-    extra = [(row, arm) for row in result["rows"] for arm in row["arms"] if arm.startswith("soft ")]
+        cells = [f"{row['distractors']:,}", f"{row['chunks']:,}", f"{row['routing_accuracy']:.3f}"]
+        cells += [f"{a[arm]['hit_at_3']:.3f}" for arm in ("off", *modes)]
+        cells += [f"{d[m]['mean']:+.3f} ({d[m]['lo']:+.3f} … {d[m]['hi']:+.3f})" for m in modes]
+        cells += [f"{a[arm]['category_precision']:.3f}" for arm in ("off", *modes)]
+        lines.append("| " + " | ".join([*cells, str(row["hard_widened"])]) + " |")
+    extra = [(row, arm) for row in rows for arm in row["arms"] if arm.startswith(("soft ", "lift "))]
     if extra:
         lines += [
             "",
-            "The soft filter at other settings:",
+            "The soft and lift filters at other settings:",
             "",
-            "| distractors | soft filter | hit@3 | − off (95% CI) | cat. prec. |",
+            "| distractors | filter | hit@3 | − off (95% CI) | cat. prec. |",
             "|---|---|---|---|---|",
         ]
         for row, arm in extra:
             d, got = row["on_minus_off"][arm], row["arms"][arm]
             lines.append(
-                f"| {row['distractors']:,} | {arm.removeprefix('soft ')} | {got['hit_at_3']:.3f} | "
+                f"| {row['distractors']:,} | {arm} | {got['hit_at_3']:.3f} | "
                 f"{d['mean']:+.3f} ({d['lo']:+.3f} … {d['hi']:+.3f}) | {got['category_precision']:.3f} |"
             )
     return "\n".join(lines) + "\n"

@@ -88,6 +88,7 @@ class Retrieval:
     widened: bool = False
     hybrid: bool = False
     soft: bool = False
+    lifted: bool = False
 
     @property
     def note_ids(self) -> list[str]:
@@ -106,6 +107,7 @@ def retrieve(
     boost: Mapping[str, float] | None = None,
     query_vector: Any = None,
     open_notes: int | None = None,
+    lift: bool = False,
 ) -> Retrieval:
     """The top-k chunks for `question` within `where`, widened to no filter when that finds too little.
 
@@ -120,6 +122,12 @@ def retrieve(
     if boost is not None:
         chunks = _soft_search(store, question, query, k, where, hybrid, boost)
         return Retrieval(_on_topic_tail(chunks, where, open_notes), where, hybrid=hybrid, soft=True)
+    if lift and where is not None:
+        chunks = _lifted_search(store, question, query, k, where, hybrid, open_notes)
+        allowed = set(filter_categories(where) or ())
+        if not _too_weak([c for c in chunks if c.category in allowed], min(min_hits, k), min_score):
+            return Retrieval(chunks, where, hybrid=hybrid, lifted=True)
+        return Retrieval(_search(store, question, query, k, None, hybrid), where, widened=True, hybrid=hybrid)
     chunks = _search(store, question, query, k, where, hybrid)
     if where is not None and _too_weak(chunks, min(min_hits, k), min_score):
         return Retrieval(_search(store, question, query, k, None, hybrid), where, widened=True, hybrid=hybrid)
@@ -147,13 +155,46 @@ def _depth(k: int) -> int:
 
 
 def _search(
-    store: NoteStore, question: str, query: list[float], k: int, where: dict[str, Any] | None, hybrid: bool
+    store: NoteStore,
+    question: str,
+    query: list[float],
+    k: int,
+    where: dict[str, Any] | None,
+    hybrid: bool,
+    n: int | None = None,
 ) -> list[RetrievedChunk]:
+    """The top `n` (default k) of the search for the top k: fused lists are as deep as k's."""
+    n = n or k
     if not hybrid:
-        return [RetrievedChunk.from_hit(h) for h in store.search(query, k, where)]
+        return [RetrievedChunk.from_hit(h) for h in store.search(query, n, where)]
     vector = store.search(query, _depth(k), where)
     keyword = [cid for cid, _, _ in _bm25_hits(store, question, _depth(k), where)]
-    return _fused(store, query, [[h.id for h in vector], keyword], {h.id: h for h in vector}, k)
+    return _fused(store, query, [[h.id for h in vector], keyword], {h.id: h for h in vector}, n)
+
+
+def _lifted_search(
+    store: NoteStore,
+    question: str,
+    query: list[float],
+    k: int,
+    where: dict[str, Any],
+    hybrid: bool,
+    open_notes: int | None,
+) -> list[RetrievedChunk]:
+    """The unfiltered ranking with `where`'s chunks lifted over the rest (module doc: the lift filter).
+
+    The first `open_notes` notes of the unfiltered ranking keep their places whatever their
+    category; after them come the routed categories' chunks of that ranking in its order, then the
+    chunks only the filtered search found, in its order. Nothing is re-fused, so a chunk of a routed
+    category never falls below a place it had unfiltered."""
+    everywhere = _search(store, question, query, k, None, hybrid, n=_depth(k))
+    allowed = set(filter_categories(where) or ())
+    first = set(list(dict.fromkeys(c.note_id for c in everywhere))[: open_notes or 0])
+    kept = [c for c in everywhere if c.category in allowed or c.note_id in first]
+    if len(kept) < k:
+        seen = {c.id for c in kept}
+        kept += [c for c in _search(store, question, query, k, where, hybrid) if c.id not in seen]
+    return kept[:k]
 
 
 def _soft_search(

@@ -16,7 +16,7 @@ from core.errors import HousechatError
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ENV_PREFIX = "HOUSECHAT_"
 OLLAMA_ROUTER_MODEL = "housechat-router"  # the name `ollama create` gives the exported router
-FILTER_MODES = ("auto", "hard", "soft", "none")  # router.policy says what each does
+FILTER_MODES = ("auto", "hard", "soft", "lift", "none")  # router.policy says what each does
 ENCODERS = tuple(ENCODER_SPECS)  # the `encoder` setting's values; core.encoders says what each is
 
 

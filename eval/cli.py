@@ -102,6 +102,11 @@ def make_parser() -> argparse.ArgumentParser:
         "--boost", type=float, help="the soft filter's bonus for a category at probability 1 (default router.policy)"
     )
     filtering.add_argument(
+        "--lift-open",
+        type=int,
+        help="the lift filter's first unfiltered notes that keep their places (default router.policy.LIFT_OPEN_NOTES)",
+    )
+    filtering.add_argument(
         "--household",
         nargs=2,
         action="append",
@@ -143,7 +148,7 @@ def _add_retrieval_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--filter-mode",
         choices=list(FILTER_MODES),
-        help="how the `on` arm uses the route: auto (per band, chosen on dev), hard, soft, none "
+        help="how the `on` arm uses the route: auto (per band, chosen on dev), hard, soft, lift, none "
         "(default: settings, env HOUSECHAT_FILTER_MODE)",
     )
     parser.add_argument(
@@ -343,7 +348,7 @@ def run_filtering(args: argparse.Namespace, command: str) -> int:
         items = [item for item in items if item.split == "dev"]
         if not items:
             raise HousechatError(f"{path}: no dev questions — split it with `python -m eval split-qa --write`")
-        trials += run_trials(household, items, backend, args.k, args.boost)
+        trials += run_trials(household, items, backend, args.k, args.boost, args.lift_open)
     text = markdown(trials, choose(trials), command, backend)
     if args.out:
         args.out.write_text(text)

@@ -1,7 +1,7 @@
 """How retrieval should use the route, chosen on the QA dev split: a filter mode per band, hybrid or not.
 
 For every dev question the router runs once; retrieval then runs under each filter mode (hard,
-soft, none) with and without the BM25 hybrid, through the app's own `plan_and_retrieve`. Per
+soft, lift, none) with and without the BM25 hybrid, through the app's own `plan_and_retrieve`. Per
 hybrid setting, each confidence band (router.policy) gets the mode with the most hit@3 on the
 answerable questions in it; a mode other than the original policy's (hard for the `single` and
 `pair` bands, none for `low`) must win by at least one question, or tie it on hit@3 with a
@@ -15,7 +15,7 @@ split is never read here.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from core.schemas import QAItem
@@ -40,7 +40,12 @@ class Trial:
 
 
 def run_trials(
-    settings: Settings, items: list[QAItem], backend: str, k: int, boost: float | None = None
+    settings: Settings,
+    items: list[QAItem],
+    backend: str,
+    k: int,
+    boost: float | None = None,
+    lift_open: int | None = None,
 ) -> list[Trial]:
     """Route every item once, then retrieve it under every mode and hybrid setting."""
     from app.pipeline import plan_and_retrieve
@@ -49,13 +54,14 @@ def run_trials(
 
     store = open_store(settings, create=False)
     loaded = load_router(backend, settings)
+    base = loaded.policy if lift_open is None else replace(loaded.policy, lift_open=lift_open)
     routes = loaded.router.route_batch([item.question for item in items])
     trials = []
     for n, (item, route) in enumerate(zip(items, routes, strict=True), start=1):
         trial = Trial(item, loaded.policy.band(route) or "low", loaded.policy.boost if boost is None else boost)
         for hybrid in HYBRID:
             for mode in MODES:
-                policy = loaded.policy.with_modes({band: mode for band in BANDS}, boost)
+                policy = base.with_modes({band: mode for band in BANDS}, boost)
                 _, found = plan_and_retrieve(store, item.question, route, policy, k, hybrid)
                 in_gold = [c.category == item.category for c in found.chunks]
                 trial.scores[(mode, hybrid)] = (
@@ -124,7 +130,7 @@ def markdown(trials: list[Trial], choice: dict[str, Any], command: str, backend:
         f"`{command}`",
         "",
         f"QA dev halves: {len(trials)} questions ({answerable} answerable), router `{backend}`, soft boost {boost}. "
-        "Every band in the same mode (`hard` and `soft` filter on the band's categories in every band here):",
+        "Every band in the same mode (`hard`, `soft` and `lift` filter on the band's categories in every band here):",
         "",
         "| retrieval | hit@3 | MRR | category precision |",
         "|---|---|---|---|",

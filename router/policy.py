@@ -8,6 +8,9 @@ top-2 >= `pair`) or `low`. Each band has a filter mode:
   no filter when that finds too little (core.retrieval);
 - `soft`: search everywhere, every chunk's score raised by `boost` x the router's probability of
   its category, so the route re-ranks instead of excluding;
+- `lift`: the unfiltered ranking with the band's categories' chunks moved ahead of the others,
+  each keeping its order (after the first `lift_open` notes, which stay where they were); chunks
+  only a filtered search finds come after them. A right route never moves the right note down.
 - `none`: no filter.
 
 `where(route)` is the hard filter of the original policy (`single` and `pair` bands hard, `low`
@@ -29,12 +32,13 @@ from router.base import Route
 # and a filter that excludes the gold category hides the right notes (the costly mistake).
 UTILITY = {"single_right": 1.0, "pair_right": 0.9, "none": 0.75, "wrong": 0.0}
 
-MODES = ("hard", "soft", "none")
+MODES = ("hard", "soft", "lift", "none")
 BANDS = ("single", "pair", "low")
 # The filter modes a `--filter-mode` setting names; `auto` is the per-band choice of the QA dev split.
 UNIFORM_MODES: dict[str, dict[str, str]] = {
     "hard": {"single": "hard", "pair": "hard", "low": "none"},  # the original policy
     "soft": {"single": "soft", "pair": "soft", "low": "soft"},
+    "lift": {"single": "lift", "pair": "lift", "low": "lift"},
     "none": {"single": "none", "pair": "none", "low": "none"},
 }
 # Chosen by the rule in docs/results/filtering.md (2026-12-02, written before its new run): the
@@ -53,6 +57,9 @@ SOFT_BOOST = 0.2
 # while raising category precision (1 and 2 lost a question of hit@3 on the household as it is;
 # docs/results/growth.md). 0 = the places are open to every category.
 SOFT_OPEN_NOTES = 3
+# The lift filter's first notes of the unfiltered ranking that keep their places whatever their
+# category (0: every place goes to the routed categories first).
+LIFT_OPEN_NOTES = 0
 
 
 @dataclass(frozen=True)
@@ -63,7 +70,7 @@ class RetrievalPlan:
     band: str
     where: dict[str, Any] | None = None
     boost: Mapping[str, float] | None = None
-    open_notes: int = 0  # soft: after this many notes, only the routed categories' chunks
+    open_notes: int = 0  # soft: after this many notes, only the routed categories' chunks; lift: see above
 
     def to_json(self) -> dict[str, Any]:
         return {"mode": self.mode, "band": self.band, "filter": self.where}
@@ -79,9 +86,10 @@ class FilterPolicy:
     modes: Mapping[str, str] = field(default_factory=lambda: dict(UNIFORM_MODES["hard"]), compare=False)
     boost: float = SOFT_BOOST
     open_notes: int = SOFT_OPEN_NOTES
+    lift_open: int = LIFT_OPEN_NOTES
 
     def with_mode(self, filter_mode: str, boost: float | None = None, open_notes: int | None = None) -> FilterPolicy:
-        """The same thresholds with the modes of a `filter_mode` setting (auto | hard | soft | none)."""
+        """The same thresholds with the modes of a `filter_mode` setting (auto | hard | soft | lift | none)."""
         if filter_mode not in FILTER_MODES:
             raise ValueError(f"unknown filter mode {filter_mode!r}: use one of {', '.join(FILTER_MODES)}")
         modes = AUTO_MODES if filter_mode == "auto" else UNIFORM_MODES[filter_mode]
@@ -123,6 +131,8 @@ class FilterPolicy:
         if mode == "soft":
             boost = {c: self.boost * p for c, p in route.scores.items()}
             return RetrievalPlan("soft", band, where, boost, self.open_notes)
+        if mode == "lift":
+            return RetrievalPlan("lift", band, where, open_notes=self.lift_open)
         return RetrievalPlan("none", band)
 
     def where(self, route: Route) -> dict[str, Any] | None:

@@ -28,20 +28,23 @@ def test_growth_scores_the_soft_filter_at_each_boost(tmp_path: Path, write_note)
     policy = FilterPolicy().with_mode("soft")
     row = _score(store, [item], [route], policy, 1, False, [SOFT_BOOST, 2.0])
     arms = row["arms"]
-    assert set(arms) == {"off", "hard", "soft", f"soft boost {SOFT_BOOST:g}", "soft boost 2"}
+    assert set(arms) == {"off", "hard", "soft", "lift", f"soft boost {SOFT_BOOST:g}", "soft boost 2"}
     assert arms[f"soft boost {SOFT_BOOST:g}"] == arms["soft"]  # the policy's own boost, named: the same search
     assert arms["off"] == {"hit_at_3": 1.0, "category_precision": 1.0} == arms["soft"]  # 0.2 does not overturn it
     assert arms["soft boost 2"] == {"hit_at_3": 0.0, "category_precision": 0.0}
     assert row["on_minus_off"]["soft boost 2"]["mean"] == -1.0
     # k = 3 with one open note: the roof note first, then only pool chunks; with every place open
     # (0) the hvac note fills the third place too.
-    wide = _score(store, [item], [route], policy, 3, False, opens=[0, 1])["arms"]
+    wide = _score(store, [item], [route], policy, 3, False, opens=[0, 1], lifts=[1])["arms"]
     assert wide["soft open 0"]["category_precision"] == pytest.approx(1 / 3, abs=1e-4)
     assert wide["soft open 1"]["category_precision"] == 1 / 2 and wide["soft open 1"]["hit_at_3"] == 1.0
+    # The pool holds one chunk, fewer than the two a filter needs: lift widens to router off, as hard does.
+    assert wide["lift"] == wide["lift open 1"] == wide["off"] and wide["lift"]["hit_at_3"] == 1.0
     row.update(distractors=0, chunks=3, note_chunks=3)
     table = markdown({"command": "growth", "backend": "test", "hybrid": False, "k": 1, "split": "test", "n": 1,
                       "answerable": 1, "load_average": [0.0], "rows": [row]})  # fmt: skip
-    assert "The soft filter at other settings:" in table and "| 0 | boost 2 | 0.000 | -1.000 (" in table
+    assert "The soft and lift filters at other settings:" in table and "| 0 | soft boost 2 | 0.000 | -1.000 (" in table
+    assert "| hit@3 off | hit@3 hard | hit@3 soft | hit@3 lift |" in table
 
 
 def test_distractor_vectors_are_cached_by_text_so_another_household_embeds_only_its_redraws(

@@ -15,7 +15,7 @@ from core.models import SMOLLM2, TINY_QWEN3, load_causal_lm
 from core.schemas import read_routing_examples
 from core.settings import from_env
 from router.base import Route
-from router.policy import AUTO_MODES, SOFT_OPEN_NOTES, FilterPolicy, RetrievalPlan, tune
+from router.policy import AUTO_MODES, LIFT_OPEN_NOTES, SOFT_OPEN_NOTES, FilterPolicy, RetrievalPlan, tune
 
 ROOT = Path(__file__).resolve().parent.parent
 VAR = ROOT / "var"  # converted models are cached here between runs (git-ignored)
@@ -174,6 +174,8 @@ def test_filter_policy_plans_hard_soft_none_per_band() -> None:
     assert plan.boost == pytest.approx({"pool": 0.1, "water_heater": 0.08, "roof": 0.02})
     assert plan.open_notes == SOFT_OPEN_NOTES > 0 and soft.with_mode("soft", open_notes=0).plan(close).open_notes == 0
     assert soft.plan(unsure).mode == "soft" and soft.plan(unsure).where is not None  # soft costs little: every band
+    lift = policy.with_mode("lift").plan(close)
+    assert (lift.mode, lift.where, lift.boost, lift.open_notes) == ("lift", plan.where, None, LIFT_OPEN_NOTES)
     assert policy.with_mode("none").plan(confident) == RetrievalPlan("none", "single")
     off = policy.with_mode("soft").plan(Route(None, None, 0.0, {}, "off"))
     assert off.mode == "none" and off.where is None and off.boost is None

@@ -349,6 +349,30 @@ def test_soft_filter_keeps_the_places_after_its_open_notes_for_the_route(house_s
     assert {c.category for c in pair.chunks[1:]} <= {"hvac", "pool"}
 
 
+def test_lift_filter_moves_the_route_up_in_the_unfiltered_order(house_store: NoteStore) -> None:
+    for hybrid in (False, True):
+        question = "when was the tank flushed"
+        plain = retrieve(house_store, question, k=20, hybrid=hybrid)
+        route = {"where": {"category": "pool"}, "lift": True, "hybrid": hybrid, "min_score": 0.0}
+        lifted = retrieve(house_store, question, k=5, **route)
+        assert lifted.lifted and not lifted.widened and lifted.where == {"category": "pool"}
+        pool = [c.id for c in plain.chunks if c.category == "pool"]
+        # The routed category's chunks come first, in the order the unfiltered search gave them.
+        assert len(pool) >= 2 and [c.id for c in lifted.chunks][: len(pool)] == pool[:5]
+        # One open note: the best unfiltered note keeps first place, whatever its category.
+        open1 = retrieve(house_store, question, k=5, open_notes=1, **route)
+        assert open1.note_ids[0] == plain.note_ids[0] == "water_heater-flush-2024"
+        assert {c.category for c in open1.chunks if c.note_id != plain.note_ids[0]} == {"pool"}
+        # Every chunk of the route ranks at least as high as it did unfiltered.
+        position = {c.id: i for i, c in enumerate(plain.chunks)}
+        assert all(i <= position[c.id] for i, c in enumerate(lifted.chunks) if c.id in position)
+    # A wrong route whose chunks are weak is widened, as the hard filter is.
+    wrong = retrieve(
+        house_store, "What does error E3 on the pool heater mean?", k=3, where={"category": "garden"}, lift=True
+    )
+    assert wrong.widened and wrong.chunks[0].note_id == "pool-heater-error-codes"
+
+
 def test_hybrid_search_fuses_keyword_hits(house_store: NoteStore) -> None:
     result = retrieve(house_store, "TW1408-22913", k=3, hybrid=True)
     assert result.hybrid and result.chunks[0].note_id == "hvac-furnace-overview"

@@ -143,15 +143,13 @@ def markdown(trials: list[Trial], choice: dict[str, Any], command: str, backend:
             "",
             f"Per band, hybrid {'on' if hybrid else 'off'} (answerable questions with hit@3 per mode):",
             "",
-            "| band | answerable (all) | hard | soft | none | category precision hard / soft / none | chosen |",
-            "|---|---|---|---|---|---|---|",
+            f"| band | answerable (all) | {' | '.join(MODES)} | category precision {' / '.join(MODES)} | chosen |",
+            "|" + "---|" * (len(MODES) + 4),
         ]
         for band, row in part["bands"].items():
+            hits = " | ".join(f"{row[m]:.0f}" for m in MODES)
             precision = " / ".join(f"{row[f'{m} precision']:.3f}" for m in MODES)
-            lines.append(
-                f"| {band} | {row['n']} ({row['all']}) | {row['hard']:.0f} | {row['soft']:.0f} | {row['none']:.0f} "
-                f"| {precision} | {part['modes'][band]} |"
-            )
+            lines.append(f"| {band} | {row['n']} ({row['all']}) | {hits} | {precision} | {part['modes'][band]} |")
         lines.append(f"\nhit@3 with the chosen modes: {part['hit_at_3']:.3f}")
     lines += ["", f"**Chosen**: hybrid {'on' if choice['hybrid'] else 'off'}, modes {choice['modes']}"]
     return "\n".join(lines) + "\n"

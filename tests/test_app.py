@@ -5,6 +5,7 @@ refreshes docs/screenshot.png from the real app on data/notes)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -243,6 +244,8 @@ def test_ollama_going_away_hands_the_question_to_the_extractive_answerer(
     # The default filter mode (auto) is soft for a confident route, hard for a close pair; the badge says which.
     assert answer.filter_mode in ("soft", "hard") and answer.where is not None
     assert ("**Filter:** soft" in badge_details(answer)) == (answer.filter_mode == "soft")
+    lifted = dataclasses.replace(answer, filter_mode="lift", widened=False)
+    assert "**Filter:** lift" in badge_details(lifted) and "**Filter:** lift" not in badge_details(answer)
 
 
 @pytest.mark.slow  # ingests real notes into a store (python -m ingest)

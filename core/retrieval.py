@@ -17,6 +17,13 @@ another category that matches much better still wins. Nothing needs widening. Wi
 N, only the chunks of the first N notes of that ranking may come from any category; the rest of
 the k places are kept for the routed categories (`where`), so a small household's category that
 has fewer than k matching chunks is not padded out with other categories' look-alikes.
+
+`lift=True` is the *lift* filter: the unfiltered ranking with `where`'s chunks moved ahead of the
+rest, each keeping its place relative to the others, after the first `open_notes` notes, which
+keep theirs whatever their category; chunks only a filtered search finds come last. The hard and
+soft filters build new vector and keyword lists, and reciprocal-rank fusion over them can put
+another chunk of the category ahead of the one that answers; the lift filter cannot, so a right
+route never moves the right note down. It widens like the hard filter.
 """
 
 from __future__ import annotations

@@ -343,13 +343,14 @@ def test_qa_split_is_committed_stratified_and_reproducible() -> None:
 
 def test_filtering_choice_per_band_and_hybrid() -> None:
     from core.schemas import QAItem
-    from eval.filtering import Trial, choose
+    from eval.filtering import Trial, choose, markdown
+    from router.policy import MODES
 
     def trial(band: str, hits: dict[tuple[str, bool], float], answerable: bool = True) -> Trial:
         item = QAItem("q?", "pool", ("pool-a",), (), answerable, split="dev")
         scores = {
             (m, h): (hits.get((m, h), 0.0), hits.get((m, h), 0.0), 0.5)
-            for m in ("hard", "soft", "none")
+            for m in MODES  # lift finds nothing here
             for h in (False, True)
         }
         return Trial(item, band, 0.1, scores)
@@ -370,16 +371,22 @@ def test_filtering_choice_per_band_and_hybrid() -> None:
     assert choice["per_hybrid"][True]["modes"] == {"single": "hard", "pair": "soft", "low": "soft"}
     assert choice["hybrid"] is True and choice["modes"]["low"] == "soft"
     assert choice["per_hybrid"][True]["hit_at_3"] == 1.0 and choice["per_hybrid"][False]["hit_at_3"] == 0.8
+    table = markdown(trials, choice, "python -m eval filtering", "embedding")
+    assert (
+        "| band | answerable (all) | hard | soft | lift | none |" in table
+        and "| low | 2 (3) | 0 | 2 | 0 | 1 |" in table
+    )
 
 
 def test_filtering_choice_breaks_a_hit_tie_on_category_precision() -> None:
     """A mode that ties the original on hit@3 wins by category precision, unanswerable questions included."""
     from core.schemas import QAItem
     from eval.filtering import PRECISION_MARGIN, Trial, choose
+    from router.policy import MODES
 
     def trial(band: str, precision: dict[str, float], answerable: bool = True) -> Trial:
         item = QAItem("q?", "pool", ("pool-a",), (), answerable, split="dev")
-        scores = {(m, h): (1.0, 1.0, precision.get(m, 0.6)) for m in ("hard", "soft", "none") for h in (False, True)}
+        scores = {(m, h): (1.0, 1.0, precision.get(m, 0.6)) for m in MODES for h in (False, True)}
         return Trial(item, band, 0.2, scores)
 
     small = PRECISION_MARGIN / 2

@@ -340,6 +340,11 @@ def _halves(split: str) -> str:
     return {"all": "whole file", "dev": "dev half", "test": "test half"}.get(split, split)
 
 
+def _interval(diff: dict[str, float]) -> str:
+    """A paired difference and its bootstrap interval: "+0.010 (-0.021 … +0.052)"."""
+    return f"{diff['mean']:+.3f} ({diff['lo']:+.3f} … {diff['hi']:+.3f})"
+
+
 def markdown(result: dict[str, Any]) -> str:
     rows = result["rows"]
     modes = [arm for arm in ARMS[1:] if rows and all(arm in row["arms"] for row in rows)]  # older runs lack lift
@@ -363,7 +368,7 @@ def markdown(result: dict[str, Any]) -> str:
         a, d = row["arms"], row["on_minus_off"]
         cells = [f"{row['distractors']:,}", f"{row['chunks']:,}", f"{row['routing_accuracy']:.3f}"]
         cells += [f"{a[arm]['hit_at_3']:.3f}" for arm in ("off", *modes)]
-        cells += [f"{d[m]['mean']:+.3f} ({d[m]['lo']:+.3f} … {d[m]['hi']:+.3f})" for m in modes]
+        cells += [_interval(d[m]) for m in modes]
         cells += [f"{a[arm]['category_precision']:.3f}" for arm in ("off", *modes)]
         lines.append("| " + " | ".join([*cells, str(row["hard_widened"])]) + " |")
     extra = [(row, arm) for row in rows for arm in row["arms"] if arm.startswith(("soft ", "lift "))]
@@ -378,8 +383,7 @@ def markdown(result: dict[str, Any]) -> str:
         for row, arm in extra:
             d, got = row["on_minus_off"][arm], row["arms"][arm]
             lines.append(
-                f"| {row['distractors']:,} | {arm} | {got['hit_at_3']:.3f} | "
-                f"{d['mean']:+.3f} ({d['lo']:+.3f} … {d['hi']:+.3f}) | {got['category_precision']:.3f} |"
+                f"| {row['distractors']:,} | {arm} | {got['hit_at_3']:.3f} | {_interval(d)} | {got['category_precision']:.3f} |"
             )
     return "\n".join(lines) + "\n"
 

@@ -70,7 +70,9 @@ class RetrievalPlan:
     band: str
     where: dict[str, Any] | None = None
     boost: Mapping[str, float] | None = None
-    open_notes: int = 0  # soft: after this many notes, only the routed categories' chunks; lift: see above
+    # soft: after this many notes, only the routed categories' chunks; lift: this many first unfiltered
+    # notes keep their places
+    open_notes: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {"mode": self.mode, "band": self.band, "filter": self.where}

@@ -44,6 +44,7 @@ from core.schemas import read_qa
 from core.settings import from_env
 from core.store import NoteEntry, NoteStore, NoteVersion, open_store
 from eval import metrics
+from router.base import Route
 
 ARMS = ("off", "hard", "soft", "lift")
 EMBED_BATCH = 256
@@ -73,6 +74,11 @@ def make_parser() -> argparse.ArgumentParser:
         default="",
         help="more lift-filter settings of how many first unfiltered notes keep their places, comma-separated "
         "(router.policy.LIFT_OPEN_NOTES is scored anyway)",
+    )
+    parser.add_argument(
+        "--oracle",
+        action="store_true",
+        help="also score each filter routed by the gold category (a perfect router: the most any router can gain)",
     )
     parser.add_argument("--notes", type=Path, help="the household's notes folder (default data/notes)")
     parser.add_argument("--qa-file", type=Path, help="the household's QA file (default data/eval/qa.jsonl)")
@@ -136,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         routes = loaded.router.route_batch([item.question for item in items])  # adapts to the store first
         route_s = time.perf_counter() - start
-        row = _score(store, items, routes, loaded.policy, args.k, hybrid, boosts, opens, lifts)
+        row = _score(store, items, routes, loaded.policy, args.k, hybrid, boosts, opens, lifts, args.oracle)
         row.update(distractors=size, chunks=store.counts()[1], note_chunks=note_chunks, route_s=round(route_s, 1))
         rows.append(row)
         print(_row_line(row), file=sys.stderr)
@@ -248,15 +254,18 @@ def _score(
     boosts: Sequence[float] = (),
     opens: Sequence[int] = (),
     lifts: Sequence[int] = (),
+    oracle: bool = False,
 ) -> dict[str, Any]:
     """hit@3, category precision, routing accuracy and on − off per arm at the store's current size.
 
     Each of `boosts` adds a soft arm "soft boost <b>", each of `opens` a soft arm "soft open <n>"
     (that many first notes from any category), each of `lifts` a lift arm "lift open <n>", beside
-    the policy's own."""
+    the policy's own. `oracle` adds "oracle <mode>" for each filter, routed by the gold category."""
     variants = {f"soft boost {b:g}": policy.with_mode("soft", boost=b) for b in boosts}
     variants |= {f"soft open {n}": policy.with_mode("soft", open_notes=n) for n in opens}
     variants |= {f"lift open {n}": replace(policy.with_mode("lift"), lift_open=n) for n in lifts}
+    if oracle:
+        variants |= {f"oracle {mode}": policy.with_mode(mode) for mode in ARMS[1:]}
     arms = [*ARMS, *variants]
     hits: dict[str, list[float]] = {arm: [] for arm in arms}
     precision: dict[str, list[float]] = {arm: [] for arm in arms}
@@ -267,7 +276,8 @@ def _score(
                 found = retrieve(store, item.question, k, hybrid=hybrid)
             else:
                 arm_policy = variants[arm] if arm in variants else policy.with_mode(arm)
-                _, found = plan_and_retrieve(store, item.question, route, arm_policy, k, hybrid)  # as the app does
+                arm_route = _gold_route(item.category) if arm.startswith("oracle ") else route
+                _, found = plan_and_retrieve(store, item.question, arm_route, arm_policy, k, hybrid)  # as the app does
                 widened += arm == "hard" and found.widened
             in_gold = [c.category == item.category for c in found.chunks]
             precision[arm].append(sum(in_gold) / len(in_gold) if in_gold else 0.0)
@@ -275,6 +285,11 @@ def _score(
                 hits[arm].append(metrics.hit_at_k(found.note_ids, item.gold_note_ids, 3))
     routed = [float(r.category == i.category) for r, i in zip(routes, items, strict=True)]
     return _summary(routed, hits, precision, widened)
+
+
+def _gold_route(category: str) -> Route:
+    """A perfect router's route: all its probability on the gold category."""
+    return Route(category, None, 1.0, {category: 1.0}, "oracle")
 
 
 def _summary(
@@ -371,11 +386,11 @@ def markdown(result: dict[str, Any]) -> str:
         cells += [_interval(d[m]) for m in modes]
         cells += [f"{a[arm]['category_precision']:.3f}" for arm in ("off", *modes)]
         lines.append("| " + " | ".join([*cells, str(row["hard_widened"])]) + " |")
-    extra = [(row, arm) for row in rows for arm in row["arms"] if arm.startswith(("soft ", "lift "))]
+    extra = [(row, arm) for row in rows for arm in row["arms"] if arm.startswith(("soft ", "lift ", "oracle "))]
     if extra:
         lines += [
             "",
-            "The soft and lift filters at other settings:",
+            "The soft and lift filters at other settings (oracle: routed by the gold category):",
             "",
             "| distractors | filter | hit@3 | − off (95% CI) | cat. prec. |",
             "|---|---|---|---|---|",

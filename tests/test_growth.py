@@ -26,9 +26,14 @@ def test_growth_scores_the_soft_filter_at_each_boost(tmp_path: Path, write_note)
     item = QAItem("what lifted over the porch in the March storm", "roof", ("roof-leak",), ("lifted",), True)
     route = Route("pool", None, 0.9, {"pool": 0.9, "hvac": 0.05, "roof": 0.05}, "test", 0.0)
     policy = FilterPolicy().with_mode("soft")
-    row = _score(store, [item], [route], policy, 1, False, [SOFT_BOOST, 2.0])
+    row = _score(store, [item], [route], policy, 1, False, [SOFT_BOOST, 2.0], oracle=True)
     arms = row["arms"]
-    assert set(arms) == {"off", "hard", "soft", "lift", f"soft boost {SOFT_BOOST:g}", "soft boost 2"}
+    oracles = {"oracle hard", "oracle soft", "oracle lift"}
+    assert set(arms) == {"off", "hard", "soft", "lift", f"soft boost {SOFT_BOOST:g}", "soft boost 2", *oracles}
+    assert all(arms[arm] == {"hit_at_3": 1.0, "category_precision": 1.0} for arm in oracles)
+    # At boost 2 the router's wrong route costs the soft filter the note; routed by the gold category it wins.
+    strong = _score(store, [item], [route], FilterPolicy(boost=2.0), 1, False, oracle=True)["arms"]
+    assert strong["soft"]["hit_at_3"] == 0.0 and strong["oracle soft"]["hit_at_3"] == 1.0
     assert arms[f"soft boost {SOFT_BOOST:g}"] == arms["soft"]  # the policy's own boost, named: the same search
     assert arms["off"] == {"hit_at_3": 1.0, "category_precision": 1.0} == arms["soft"]  # 0.2 does not overturn it
     assert arms["soft boost 2"] == {"hit_at_3": 0.0, "category_precision": 0.0}
@@ -43,7 +48,8 @@ def test_growth_scores_the_soft_filter_at_each_boost(tmp_path: Path, write_note)
     row.update(distractors=0, chunks=3, note_chunks=3)
     table = markdown({"command": "growth", "backend": "test", "hybrid": False, "k": 1, "split": "test", "n": 1,
                       "answerable": 1, "load_average": [0.0], "rows": [row]})  # fmt: skip
-    assert "The soft and lift filters at other settings:" in table and "| 0 | soft boost 2 | 0.000 | -1.000 (" in table
+    assert "The soft and lift filters at other settings (oracle: routed by the gold category):" in table
+    assert "| 0 | soft boost 2 | 0.000 | -1.000 (" in table and "| 0 | oracle hard | 1.000 | +0.000 (" in table
     assert "| hit@3 off | hit@3 hard | hit@3 soft | hit@3 lift |" in table
 
 

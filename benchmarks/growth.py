@@ -7,7 +7,8 @@ manual-like distractor chunks (benchmarks/distractors.py: 20 categories, determi
 `--seed`, none containing a QA keyword) in steps up to each size, and at each size scores the
 QA split (default test) with the router off and the hard, soft and lift filters: hit@3 over the
 answerable questions, category precision (share of retrieved chunks in the gold category) over
-all, routing accuracy, and the paired bootstrap interval of on − off hit@3.
+all, routing accuracy, and the paired bootstrap interval of on − off hit@3. `--oracle` scores
+each filter again routed by the gold category: what a perfect router would gain.
 
 Any household runs the same way: `--notes DIR --qa-file FILE` (Vossberg's file has no halves:
 `--split all`). Distractor embeddings are cached in `--work` by their text and the encoder, so a
